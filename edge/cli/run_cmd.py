@@ -1,0 +1,108 @@
+"""``edge run MODEL_OR_CARD IMAGE...``: run any registered model on images."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from edge import registry
+from edge.errors import ModelCardError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a model on images and print the result")
+    p.add_argument("model", metavar="MODEL_OR_CARD", help="registry name, model file or card JSON")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("-k", "--top", type=int, default=5, help="classes to print for a classifier")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.set_defaults(func=cmd_run)
+
+
+def _summary(name: str, a: np.ndarray) -> dict:
+    a = np.asarray(a)
+    d = {"name": name, "shape": list(a.shape), "dtype": str(a.dtype)}
+    if a.size and np.issubdtype(a.dtype, np.number):
+        d.update(min=float(a.min()), max=float(a.max()), mean=float(a.mean()))
+    return d
+
+
+def _dynamic_size(w: int, h: int, multiple: int = 32) -> tuple[int, int]:
+    up = lambda v: ((v + multiple - 1) // multiple) * multiple  # noqa: E731
+    return up(w), up(h)
+
+
+def cmd_run(args) -> int:
+    from edge.classify import Classifier
+    from edge.engines import load_engine
+    from edge.imageio import load_image
+    from edge.preprocess import prepare
+
+    ref = registry.resolve(args.model)
+    card = ref.card
+    if card is not None and card.format == "pytorch-state-dict":
+        raise ModelCardError(f"{card.name} is a float PyTorch source; export it first (edge-export) and run the exported file")
+    engine = load_engine(ref.path, backend=args.backend, threads=args.threads,
+                         **({"input_shapes": {s.name: s.shape for s in card.inputs}}
+                            if args.backend in ("opencv", "cv2") and card is not None else {}))
+    with engine:
+        labels = registry.load_labels(card, base=ref.card_dir) if card is not None else None
+        clf = Classifier(engine, card, labels) if card is not None and card.task == "classification" else None
+        name = card.name if card else ref.path.name
+        print(f"# {name} on {engine.backend} ({ref.path})" if not args.json else "", end="\n" if not args.json else "")
+        for path in args.images:
+            image = load_image(path)
+            t0 = time.perf_counter()
+            if clf is not None:
+                preds = clf.classify(image, args.top)
+                ms = (time.perf_counter() - t0) * 1e3
+                if args.json:
+                    print(json.dumps({"image": path, "model": name, "backend": engine.backend, "ms": ms,
+                                      "top": [p.__dict__ for p in preds]}))
+                else:
+                    print(f"{path}  ({ms:.1f} ms)")
+                    for p in preds:
+                        print(f"  {p.score:6.3f}  {p.label}  [{p.class_id}]")
+                continue
+            feeds = {}
+            for i, t in enumerate(engine.inputs):
+                if card is not None and i < len(card.inputs):
+                    spec = card.inputs[i]
+                    size = None
+                    if None in spec.size:
+                        size = _dynamic_size(image.shape[1], image.shape[0])
+                    x, _ = prepare(image, spec, size)
+                else:
+                    x = _guess_input(image, t)
+                feeds[t.name] = x
+            outs = engine.run(feeds)
+            ms = (time.perf_counter() - t0) * 1e3
+            rows = [_summary(k, v) for k, v in outs.items()]
+            if args.json:
+                print(json.dumps({"image": path, "model": name, "backend": engine.backend, "ms": ms, "outputs": rows}))
+            else:
+                print(f"{path}  ({ms:.1f} ms)")
+                for r in rows:
+                    rng = f"  range [{r['min']:.4g}, {r['max']:.4g}]" if "min" in r else ""
+                    print(f"  {r['name']}: {r['dtype']} {'×'.join(map(str, r['shape']))}{rng}")
+    return 0
+
+
+def _guess_input(image: np.ndarray, t) -> np.ndarray:
+    """Feed a model without a card: float 0..255 RGB, layout guessed from the channel axis."""
+    import cv2
+
+    shape = t.shape
+    if len(shape) != 4:
+        raise ModelCardError(f"input {t.name!r} has shape {shape}; write a model card to say how to feed it")
+    nchw = shape[1] in (1, 3)
+    h, w = (shape[2], shape[3]) if nchw else (shape[1], shape[2])
+    h = h or image.shape[0]
+    w = w or image.shape[1]
+    x = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (w, h)).astype(t.dtype if t.dtype != np.dtype(object) else np.float32)
+    if nchw:
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x[None])

@@ -1,0 +1,126 @@
+"""Frame sources: files, cameras, streams and generated frames, all yielding :class:`Frame`.
+
+:func:`open_source` turns a command-line style string into a source. Importing this package
+touches no hardware: OpenCV opens devices only when a source is opened, and picamera2 is
+imported only by :class:`PiCameraSource` when it opens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from edge.imageio import IMAGE_SUFFIXES
+from edge.sources.base import FrameSource
+from edge.sources.capture import (
+    FOURCC_MJPG, FOURCC_YUYV, CameraSource, GStreamerSource, RtspSource, gstreamer_available,
+    jetson_csi_pipeline,
+)
+from edge.sources.files import VIDEO_SUFFIXES, ImageFileSource, ImageFolderSource, VideoFileSource
+from edge.sources.picamera import PiCameraSource
+from edge.sources.synthetic import SyntheticSource
+
+__all__ = [
+    "FrameSource", "ImageFileSource", "ImageFolderSource", "VideoFileSource", "CameraSource",
+    "GStreamerSource", "RtspSource", "PiCameraSource", "SyntheticSource", "open_source",
+    "SOURCE_FORMS", "FOURCC_MJPG", "FOURCC_YUYV", "VIDEO_SUFFIXES", "gstreamer_available",
+    "jetson_csi_pipeline",
+]
+
+
+class _Rule(NamedTuple):
+    form: str  # shown to users in the "unknown spec" message
+    parse: Callable[[str, dict[str, Any]], FrameSource | None]  # None: not this form
+
+
+def _synthetic(spec: str, opts: dict[str, Any]) -> FrameSource | None:
+    m = re.fullmatch(r"synthetic(?::(\d+)x(\d+))?", spec)
+    if m is None:
+        return None
+    if m.group(1):
+        opts = {"width": int(m.group(1)), "height": int(m.group(2)), **opts}
+    return SyntheticSource(**opts)
+
+
+def _picamera(spec: str, opts: dict[str, Any]) -> FrameSource | None:
+    m = re.fullmatch(r"picamera(?::(\d+))?", spec)
+    if m is None:
+        return None
+    return PiCameraSource(camera_num=int(m.group(1) or 0), **opts)
+
+
+def _gstreamer(spec: str, opts: dict[str, Any]) -> FrameSource | None:
+    if spec.startswith("gst:"):
+        return GStreamerSource(spec[len("gst:"):].strip(), **opts)
+    return GStreamerSource(spec, **opts) if " ! " in spec else None
+
+
+def _rtsp(spec: str, opts: dict[str, Any]) -> FrameSource | None:
+    return RtspSource(spec, **opts) if spec.lower().startswith(("rtsp://", "rtsps://")) else None
+
+
+def _camera(spec: str, opts: dict[str, Any]) -> FrameSource | None:
+    if re.fullmatch(r"\d+", spec):
+        return CameraSource(int(spec), **opts)
+    if spec.startswith(("/dev/video", "/dev/v4l/")):
+        return CameraSource(spec, **opts)
+    return None
+
+
+def _path(spec: str, opts: dict[str, Any]) -> FrameSource | None:
+    path = Path(spec).expanduser()
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return ImageFolderSource(path, **opts)
+    if suffix not in IMAGE_SUFFIXES and suffix not in VIDEO_SUFFIXES:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"source file not found: {path}")
+    return (ImageFileSource if suffix in IMAGE_SUFFIXES else VideoFileSource)(path, **opts)
+
+
+#: Every accepted spec, tried in order; the first parser that recognises the spec wins.
+SOURCE_FORMS: tuple[_Rule, ...] = (
+    _Rule("synthetic | synthetic:WIDTHxHEIGHT", _synthetic),
+    _Rule("picamera | picamera:N (Raspberry Pi camera N)", _picamera),
+    _Rule("gst:PIPELINE, or any string containing ' ! ' (GStreamer pipeline)", _gstreamer),
+    _Rule("rtsp://host/path (IP camera)", _rtsp),
+    _Rule("N or /dev/videoN (V4L2 camera)", _camera),
+    _Rule(f"a directory of images, an image file ({' '.join(sorted(IMAGE_SUFFIXES))}) "
+          f"or a video file ({' '.join(sorted(VIDEO_SUFFIXES))})", _path),
+)
+
+
+def open_source(spec: str, **options: Any) -> FrameSource:
+    """Build the frame source a string names. The source is returned unopened.
+
+    Args:
+        spec: see :data:`SOURCE_FORMS`, e.g. ``"0"``, ``"/dev/video2"``, ``"clip.mp4"``,
+            ``"photos/"``, ``"rtsp://cam.local/stream"``, ``"picamera:1"``,
+            ``"synthetic:320x240"``, ``"gst:videotestsrc ! videoconvert ! appsink"``.
+        **options: keyword arguments for the chosen source's constructor (``max_frames``,
+            ``width``, ``fourcc`` …); an option the source does not take raises TypeError.
+
+    Returns:
+        An unopened :class:`FrameSource`; use it in a ``with`` block.
+
+    Raises:
+        ValueError: the spec matches no accepted form (the message lists them).
+        FileNotFoundError: the spec names an image or video file that does not exist.
+
+    Example:
+        >>> with open_source("synthetic:64x48", max_frames=1) as src:
+        ...     next(iter(src)).image.shape
+        (48, 64, 3)
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"source spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    for rule in SOURCE_FORMS:
+        source = rule.parse(spec, dict(options))
+        if source is not None:
+            return source
+    forms = "\n  ".join(rule.form for rule in SOURCE_FORMS)
+    raise ValueError(f"unrecognised source {spec!r}; accepted forms:\n  {forms}")

@@ -1,0 +1,1 @@
+"""Pure-numpy/OpenCV pre- and post-processing for vision models (no runtime imports)."""

@@ -1,0 +1,32 @@
+"""The ``edge-export`` command line (workstation)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from export import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-export", description="edgesight workstation export tool-chain")
+    parser.add_argument("--version", action="version", version=f"edgesight {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    from export import cli_classifier
+
+    cli_classifier.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+        print(f"edge-export {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

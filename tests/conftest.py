@@ -1,0 +1,47 @@
+"""Shared fixtures: models and data are reached through edge.paths (EDGE_MODEL_DIR / EDGE_DATA_DIR)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edge import paths
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """Converters and caches write under $HOME: point everything at a temporary directory."""
+    home = tmp_path_factory.mktemp("home")
+    old = {k: os.environ.get(k) for k in ("EDGE_CACHE_DIR", "XDG_CACHE_HOME", "TORCH_HOME", "EDGE_OFFLINE")}
+    os.environ["EDGE_CACHE_DIR"] = str(home / "edge-cache")
+    os.environ["XDG_CACHE_HOME"] = str(home / "xdg-cache")
+    os.environ["TORCH_HOME"] = str(home / "torch")
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    dirs = paths.model_dirs()
+    if not dirs:
+        pytest.skip("no model directory: set EDGE_MODEL_DIR (default ../shared/models)")
+    return dirs[0]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = paths.data_dir()
+    if d is None:
+        pytest.skip("no data directory: set EDGE_DATA_DIR (default ../shared/data)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def samples(data_dir) -> Path:
+    return data_dir / "samples"
