@@ -5,10 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # torch==2.13.0 is pinned: it is the CPU build that lies on these machines' disk; an unpinned
 # torch pulls a multi-GB CUDA build.
-DEV_PKGS := -e .[dev,export,onnx,litert] torch==2.13.0 onnxscript
-RUN_PKGS := -e .[onnx,litert,crypto]
+DEV_PKGS := -e .[dev,export,onnx,litert,mqtt,plot,crypto] torch==2.13.0
+RUN_PKGS := -e .[onnx,litert,crypto,mqtt]
+# Real servers the tests start themselves: an MQTT broker and PAM's test driver (Debian packages).
+SYSTEM_PKGS := mosquitto pamtester
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-quick clean
+.PHONY: demo test test-quick clean system-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +25,20 @@ $(VENV)/.dev-installed: $(VENV)/bin/python pyproject.toml Makefile
 	$(PY) -m pip install -q $(DEV_PKGS)
 	touch $(VENV)/.run-installed $@
 
+system-deps:
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
 demo: $(VENV)/.run-installed
 	$(VENV)/bin/edge demo
 
-test: $(VENV)/.dev-installed
+test: system-deps $(VENV)/.dev-installed
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-quick: $(VENV)/.dev-installed
+test-quick: system-deps $(VENV)/.dev-installed
 	$(PY) -m pytest -q -x -m "not slow" -p no:cacheprovider
 
 clean:

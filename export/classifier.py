@@ -23,7 +23,7 @@ from edge.imageio import load_image
 from edge.preprocess import prepare
 from edge.registry import resolve
 from export.nets import load_mobilenet_v2
-from export.onnx_export import ExportError, export_onnx, write_card
+from export.onnx_export import ExportError, export_onnx, isolated_caches, write_card
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,16 @@ def check_onnx_parity(model: torch.nn.Module, onnx_path: str | Path, card: Model
     Raises:
         ExportError: the max absolute difference exceeds ``atol`` (or top-1 differs).
     """
-    import onnxruntime as ort
-
     x, img = _check_input(card, image)
     with torch.no_grad():
         ref = model.eval()(torch.from_numpy(x)).numpy()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    # onnxruntime writes a telemetry device id under $XDG_CACHE_HOME (else ~/.cache) when first
+    # imported, so import it with the caches pointed away from $HOME.
+    with isolated_caches():
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     if got.shape != ref.shape:
         raise ExportError(f"{onnx_path}: output shape {got.shape} differs from torch {ref.shape}")
     diff = float(np.abs(got - ref).max())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import numpy as np
@@ -9,7 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+# Not importorskip: importing onnxruntime writes a device id under $XDG_CACHE_HOME (else ~/.cache),
+# so it is first imported inside tests that use the ``no_home_caches`` fixture.
+if importlib.util.find_spec("onnxruntime") is None:
+    pytest.skip("onnxruntime is not installed", allow_module_level=True)
 
 from edge import paths  # noqa: E402
 from edge.cards import load_card  # noqa: E402
@@ -63,7 +67,7 @@ def exported(tmp_path_factory, no_home_caches):
 
 
 @pytest.fixture(scope="module")
-def torch_model():
+def torch_model(no_home_caches):
     from export.nets import load_mobilenet_v2
 
     return load_mobilenet_v2(_mnv2_path())
@@ -158,7 +162,7 @@ def test_dynamic_batch(tmp_path, no_home_caches):
     assert out.shape == (3, 1000)
 
 
-def test_wrong_shape_state_dict_names_the_file(tmp_path):
+def test_wrong_shape_state_dict_names_the_file(tmp_path, no_home_caches):
     from export.nets import MobileNetV2, StateDictMismatchError, load_mobilenet_v2
 
     state = MobileNetV2(num_classes=10).state_dict()
@@ -168,7 +172,7 @@ def test_wrong_shape_state_dict_names_the_file(tmp_path):
         load_mobilenet_v2(bad)
 
 
-def test_missing_keys_state_dict_names_the_file(tmp_path):
+def test_missing_keys_state_dict_names_the_file(tmp_path, no_home_caches):
     from export.nets import MobileNetV2, StateDictMismatchError, load_mobilenet_v2
 
     state = MobileNetV2().state_dict()
