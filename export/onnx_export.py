@@ -25,7 +25,7 @@ from typing import Iterator
 
 import torch
 
-from edge.cards import InputSpec, ModelCard, OutputSpec, load_card
+from edge.cards import InputSpec, ModelCard, OutputSpec, Source, load_card
 from edge.registry import sha256_file
 
 log = logging.getLogger(__name__)
@@ -189,8 +189,13 @@ def write_card(card_template: ModelCard | str | Path, model_path: str | Path, ou
              "converter": f"torch.onnx {torch.__version__}",
              "opset": opset,
              **changes.pop("extra", {})}
+    # The upstream URL/wheel point at the float source, not at this file: keep them only as a note,
+    # so the registry never tries to "download" the derived file from the source's address.
+    source = Source(homepage=tpl.source.homepage,
+                    note=f"derived by edge-export from {tpl.name} (sha256 {tpl.sha256[:16]}…, "
+                         f"upstream {tpl.source.url or tpl.source.pypi or tpl.source.homepage}); rebuild it with edge-export")
     fields = dict(name=mp.stem, format="onnx", file=mp.name, sha256=sha256_file(mp), size=mp.stat().st_size,
-                  inputs=inputs, outputs=outputs, extra=extra,
+                  inputs=inputs, outputs=outputs, extra=extra, source=source,
                   description=f"{tpl.description} Exported to ONNX (opset {opset}) from {tpl.name}.".strip())
     fields.update(changes)
     card = dataclasses.replace(tpl, **fields)

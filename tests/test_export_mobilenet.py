@@ -189,3 +189,15 @@ def test_write_card_rejects_unknown_field(exported, tmp_path):
 
     with pytest.raises(ValueError, match="colour"):
         write_card(get_card("mobilenet_v2_torchvision"), exported[0], tmp_path / "x.json", colour="RGB")
+
+
+def test_edge_run_classifies_the_cat_on_onnxruntime(exported, data_dir, capsys):
+    """`edge run CARD IMAGE` on the exported ONNX classifier, through the CLI."""
+    from edge.cli import main as edge_main
+
+    _, card_path = exported
+    assert edge_main(["run", str(card_path), str(data_dir / "samples" / "cat.bmp"), "--backend", "onnxruntime", "--json"]) == 0
+    import json
+
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["backend"] == "onnxruntime" and "cat" in row["top"][0]["label"]
