@@ -8,14 +8,26 @@ import sys
 from export import __version__
 
 
+#: Sub-command modules (``export.cli_<name>`` with ``add_parser(subparsers)``), in help order.
+COMMAND_MODULES = ("cli_classifier", "cli_convert", "cli_build", "cli_keygen")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-export", description="edgesight workstation export tool-chain")
     parser.add_argument("--version", action="version", version=f"edgesight {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from export import cli_classifier
+    import importlib
 
-    cli_classifier.add_parser(sub)
+    for name in COMMAND_MODULES:
+        full = f"export.{name}"
+        try:
+            module = importlib.import_module(full)
+        except ModuleNotFoundError as e:
+            if e.name != full:
+                raise
+            continue
+        module.add_parser(sub)
     return parser
 
 

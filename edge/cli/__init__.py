@@ -13,17 +13,32 @@ from edge.errors import EdgeError
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from edge.cli import demo_cmd, models_cmd, run_cmd
+#: Sub-command modules, each with ``add_parser(subparsers)``; imported in this order. A module
+#: that is not present (a feature not installed) is skipped.
+COMMAND_MODULES = ("models_cmd", "run_cmd", "demo_cmd", "unlock_cmd", "detect_cmd", "eval_cmd",
+                   "bench_cmd", "bundle_cmd")
 
+
+def _command_modules():
+    import importlib
+
+    for name in COMMAND_MODULES:
+        full = f"edge.cli.{name}"
+        try:
+            yield importlib.import_module(full)
+        except ModuleNotFoundError as e:
+            if e.name != full:
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="edgesight device runtime")
     parser.add_argument("--version", action="version", version=f"edgesight {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    models_cmd.add_parser(sub)
-    run_cmd.add_parser(sub)
-    demo_cmd.add_parser(sub)
+    for module in _command_modules():
+        module.add_parser(sub)
     return parser
 
 
