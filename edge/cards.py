@@ -46,6 +46,7 @@ class InputSpec:
     resize_shorter: int | None = None  # for center_crop: resize the shorter side to this first
     pad_value: float = 0.0
     quantization: Quantization | None = None
+    interpolation: str = "area"  # "area" | "linear" | "nearest" (see edge.preprocess.INTERPOLATIONS)
 
     @property
     def size(self) -> tuple[int | None, int | None]:
@@ -124,6 +125,8 @@ class ModelCard:
                 raise ModelCardError(f"card {self.name!r} input {spec.name!r}: layout must be one of {LAYOUTS}, got {spec.layout!r}")
             if spec.color not in COLORS:
                 raise ModelCardError(f"card {self.name!r} input {spec.name!r}: color must be one of {COLORS}, got {spec.color!r}")
+            if spec.interpolation not in ("area", "linear", "nearest"):
+                raise ModelCardError(f"card {self.name!r} input {spec.name!r}: interpolation must be area, linear or nearest, got {spec.interpolation!r}")
             if spec.resize not in RESIZES:
                 raise ModelCardError(f"card {self.name!r} input {spec.name!r}: resize must be one of {RESIZES}, got {spec.resize!r}")
 

@@ -31,12 +31,22 @@ class Transform:
         return a
 
 
-def _interp(src_w: int, dst_w: int) -> int:
+#: Interpolation names a card may give (``InputSpec.interpolation``). "area" shrinks with
+#: cv2.INTER_AREA (best quality, what the classifiers were evaluated with; 4-6 ms for a 640×480
+#: frame on a 2-core x86); "linear" is what YOLOX/Ultralytics/TFLite detection examples use
+#: (under 1 ms).
+INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+def _interp(src_w: int, dst_w: int, interpolation: str = "area") -> int:
+    if interpolation != "area":
+        return INTERPOLATIONS[interpolation]
     return cv2.INTER_AREA if dst_w < src_w else cv2.INTER_LINEAR
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "stretch", *,
-                 pad_value: float = 0.0, resize_shorter: int | None = None) -> tuple[np.ndarray, Transform]:
+                 pad_value: float = 0.0, resize_shorter: int | None = None,
+                 interpolation: str = "area") -> tuple[np.ndarray, Transform]:
     """Resize ``image`` to ``size`` = (width, height).
 
     Modes: ``stretch`` (ignore aspect), ``letterbox`` (keep aspect, centre, pad),
@@ -49,12 +59,12 @@ def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "stretch"
     if mode == "none" or (tw, th) == (w, h):
         return image, Transform()
     if mode == "stretch":
-        out = cv2.resize(image, (tw, th), interpolation=_interp(w, tw))
+        out = cv2.resize(image, (tw, th), interpolation=_interp(w, tw, interpolation))
         return out, Transform(tw / w, th / h)
     if mode in ("letterbox", "letterbox_topleft"):
         r = min(tw / w, th / h)
         nw, nh = max(1, round(w * r)), max(1, round(h * r))
-        resized = cv2.resize(image, (nw, nh), interpolation=_interp(w, nw))
+        resized = cv2.resize(image, (nw, nh), interpolation=_interp(w, nw, interpolation))
         shape = (th, tw) + image.shape[2:]
         out = np.full(shape, pad_value, dtype=image.dtype)
         px, py = ((tw - nw) // 2, (th - nh) // 2) if mode == "letterbox" else (0, 0)
@@ -87,11 +97,8 @@ def prepare(image_bgr: np.ndarray, spec: InputSpec, size: tuple[int, int] | None
     if spec.color == "GRAY":
         if img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    else:
-        if img.ndim == 2 or img.shape[2] == 1:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        if spec.color == "RGB":
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif img.ndim == 2 or img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     sw, sh = spec.size
     if size is not None:
         sw, sh = size
@@ -99,17 +106,27 @@ def prepare(image_bgr: np.ndarray, spec: InputSpec, size: tuple[int, int] | None
         if spec.resize != "none":
             raise ValueError(f"input {spec.name!r} has dynamic size; pass size=(width, height)")
         sw, sh = img.shape[1], img.shape[0]
-    img, tf = resize_image(img, (sw, sh), spec.resize, pad_value=spec.pad_value, resize_shorter=spec.resize_shorter)
+    img, tf = resize_image(img, (sw, sh), spec.resize, pad_value=spec.pad_value,
+                           resize_shorter=spec.resize_shorter, interpolation=spec.interpolation)
     if img.ndim == 2:
         img = img[:, :, None]
-    if np.dtype(spec.dtype) == np.uint8 and all(m == 0 for m in spec.mean) and all(s == 1 for s in spec.std):
-        x = img
-    else:
-        mean = np.asarray(spec.mean, np.float32)[: img.shape[2]]
-        std = np.asarray(spec.std, np.float32)[: img.shape[2]]
-        x = (img.astype(np.float32) - mean) / std
-        if np.dtype(spec.dtype) != np.float32:
-            x = x.astype(spec.dtype)
+    # Resizing and padding treat channels alike, so the colour swap is a view taken afterwards,
+    # and the layout change and dtype conversion are one copy: 0.5 ms instead of 8 ms for a
+    # 416×416 input on the x86 development machine.
+    if spec.color == "RGB":
+        img = img[:, :, ::-1]
     if spec.layout == "NCHW":
-        x = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(x[None]), tf
+        img = img.transpose(2, 0, 1)
+    dtype = np.dtype(spec.dtype)
+    identity = all(m == 0 for m in spec.mean) and all(s == 1 for s in spec.std)
+    if identity and dtype in (np.uint8, np.float32):
+        x = np.ascontiguousarray(img, dtype=dtype)
+    else:
+        c = img.shape[0] if spec.layout == "NCHW" else img.shape[2]
+        shape = (c, 1, 1) if spec.layout == "NCHW" else (1, 1, c)
+        x = np.ascontiguousarray(img, dtype=np.float32)
+        x -= np.asarray(spec.mean, np.float32)[:c].reshape(shape)
+        x /= np.asarray(spec.std, np.float32)[:c].reshape(shape)
+        if dtype != np.float32:
+            x = x.astype(dtype)
+    return x[None], tf

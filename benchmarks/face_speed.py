@@ -1,0 +1,174 @@
+"""End-to-end face verification latency per frame and per stage, against OpenCV and dlib.
+
+All pipelines run in one process, at 1 thread, on the same 640×480 frames (the shared face
+photos letterboxed into 640×480), interleaved frame by frame so that load from other processes
+affects them alike. Each frame is a full verification step: detect → align → embed (liveness
+off, as the reference pipelines have none; a row with the MiniFASNet pair is printed
+separately). Ratios are computed from medians measured in this run.
+
+Usage:
+    .venv/bin/python benchmarks/face_speed.py [--reps 5] [--frames 24] [--json OUT]
+        [--no-dlib] [--liveness-dir DIR]
+
+Reference pipelines: see benchmarks/face_refs.py (OpenCV 5 FaceDetectorYN + FaceRecognizerSF;
+dlib HOG + 5-point + ResNet, as Howdy uses it).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from edge import paths  # noqa: E402
+from edge.face.pipeline import FacePipeline, create_pipeline  # noqa: E402
+from edge.imageio import IMAGE_SUFFIXES, load_image  # noqa: E402
+from face_refs import DlibPipeline, OpenCVPipeline, dlib_available  # noqa: E402
+
+FRAME_W, FRAME_H = 640, 480
+THREADS = 1
+STAGES = ("detect", "align", "quality", "liveness", "embed")
+
+
+def build_frames(n: int) -> list[np.ndarray]:
+    """640×480 frames: the deepface photos and the live antispoof samples, letterboxed."""
+    data = paths.data_dir()
+    files = sorted(p for p in (data / "faces" / "deepface").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files += sorted((data / "antispoof").glob("image_T*.jpg"))
+    frames = []
+    for f in files[:n]:
+        img = load_image(f)
+        h, w = img.shape[:2]
+        s = min(FRAME_W / w, FRAME_H / h)
+        small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((FRAME_H, FRAME_W, 3), np.uint8)
+        y0, x0 = (FRAME_H - small.shape[0]) // 2, (FRAME_W - small.shape[1]) // 2
+        canvas[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+        frames.append(canvas)
+    return frames
+
+
+class EdgeRunner:
+    def __init__(self, name: str, pipe: FacePipeline, liveness: bool = False) -> None:
+        self.name, self.pipe, self.liveness = name, pipe, liveness
+
+    def run(self, frame):
+        a = self.pipe.analyze(frame, max_faces=1, check_liveness=self.liveness)
+        face = a.largest
+        return (None if face is None else face.embedding.vector), dict(a.timings_ms)
+
+
+def edge_variants(fast_card: Path | None, liveness_dir: Path | None) -> list[EdgeRunner]:
+    runs = [
+        ("edge yunet640+sface_fp32", dict(detector="yunet", embedder="sface_2021dec_fp32")),
+        ("edge yunet@320x240+sface_fp32", dict(embedder="sface_2021dec_fp32", detect_size=(320, 240))),
+        ("edge yunet@320x240+mobilefacenet", dict(embedder="mobilefacenet_128d", detect_size=(320, 240))),
+    ]
+    if fast_card is not None:
+        runs += [("edge yunet@320x240+mobilefacenet_fastprelu", dict(embedder=str(fast_card), detect_size=(320, 240))),
+                 ("edge yunet@160x120+mobilefacenet_fastprelu", dict(embedder=str(fast_card), detect_size=(160, 120)))]
+    out = [EdgeRunner(n, create_pipeline(threads=THREADS, liveness=False, **kw)) for n, kw in runs]
+    if liveness_dir is not None:
+        kw = runs[-1][1]
+        out.append(EdgeRunner(runs[-1][0] + " +liveness",
+                              create_pipeline(threads=THREADS, liveness_dir=liveness_dir, liveness=True, **kw), True))
+    return out
+
+
+def prepare_models(tmp: Path, liveness_dir: Path | None, want_liveness: bool):
+    fast = None
+    try:
+        from export.graph_opt import optimized_embedder
+
+        _, fast = optimized_embedder("mobilefacenet_128d", paths.cache_dir() / "optimized")
+    except ImportError as e:
+        print(f"# PRelu-rewritten MobileFaceNet skipped: export tool-chain not installed ({e})")
+    if liveness_dir is None and want_liveness:
+        try:
+            from export.liveness import export_liveness
+
+            export_liveness(tmp / "liveness")
+            liveness_dir = tmp / "liveness"
+        except ImportError as e:
+            print(f"# liveness row skipped: torch not installed ({e})")
+    return fast, liveness_dir
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5, help="passes over the frames (default 5)")
+    ap.add_argument("--frames", type=int, default=24, help="frames built from the shared photos (default 24)")
+    ap.add_argument("--no-dlib", action="store_true", help="skip the dlib pipelines")
+    ap.add_argument("--no-liveness", action="store_true", help="skip the row with liveness")
+    ap.add_argument("--liveness-dir", type=Path, help="MiniFASNet ONNX + cards (default: exported now)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args(argv)
+
+    cv2.setNumThreads(THREADS)
+    model_dir = paths.model_dirs()[0]
+    frames = build_frames(args.frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        fast, live_dir = prepare_models(Path(tmp), args.liveness_dir, not args.no_liveness)
+        runners = [OpenCVPipeline(model_dir / "face_detection/yunet_s_640x640.onnx",
+                                  model_dir / "face_embedding/sface_2021dec_fp32.onnx")]
+        why = None if not args.no_dlib else "--no-dlib"
+        why = why or dlib_available()
+        if why is None:
+            runners += [DlibPipeline(), DlibPipeline(howdy=True)]
+        else:
+            print(f"# dlib pipelines skipped: {why}")
+        runners += edge_variants(fast, live_dir)
+        totals = {r.name: [] for r in runners}
+        stages = {r.name: {} for r in runners}
+        found = {r.name: 0 for r in runners}
+        for r in runners:  # warm-up
+            r.run(frames[0])
+        for rep in range(args.reps):
+            for frame in frames:
+                for r in runners:
+                    t0 = time.perf_counter()
+                    feat, st = r.run(frame)
+                    totals[r.name].append((time.perf_counter() - t0) * 1000.0)
+                    for k, v in st.items():
+                        stages[r.name].setdefault(k, []).append(v)
+                    if rep == 0:
+                        found[r.name] += feat is not None
+    med = {n: float(np.median(v)) for n, v in totals.items()}
+    ref_cv = med[runners[0].name]
+    ref_dlib = med.get("dlib_hog+resnet")
+    rows = []
+    print(f"# 1 thread, {len(frames)} frames 640x480 x {args.reps} reps, interleaved; median ms per frame")
+    print(f"{'pipeline':48s} {'ms/frame':>9s} {'vs OpenCV':>9s} {'vs dlib':>8s} faces  " + " ".join(f"{s:>8s}" for s in STAGES))
+    for r in runners:
+        n = r.name
+        st = {k: float(np.median(v)) for k, v in stages[n].items() if k in STAGES}
+        row = {"pipeline": n, "ms_per_frame": round(med[n], 3), "speedup_vs_opencv": round(ref_cv / med[n], 2),
+               "speedup_vs_dlib": None if ref_dlib is None else round(ref_dlib / med[n], 2),
+               "faces_found": found[n], "frames": len(frames), "stages_ms": {k: round(v, 3) for k, v in st.items()}}
+        rows.append(row)
+        vs_d = "" if ref_dlib is None else f"{ref_dlib / med[n]:8.2f}"
+        print(f"{n:48s} {med[n]:9.2f} {ref_cv / med[n]:9.2f} {vs_d:>8s} {found[n]:3d}/{len(frames):<3d}"
+              + " ".join(f"{st.get(s, float('nan')):8.2f}" for s in STAGES))
+    if args.json:
+        args.json.write_text(json.dumps({"threads": THREADS, "frame": [FRAME_W, FRAME_H], "reps": args.reps,
+                                         "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""``edge bench``: measure models (or pipelines) on this device; ``edge bench compare A.json B.json``.
+
+Examples::
+
+    edge bench --model yolox_nano_416 mobilenet_v2_1.0_224_quant --threads 1,2,4 --iters 200
+    edge bench --bundle out/bundle --backend onnxruntime,litert --duration 30 --format json,md,png
+    edge bench --pipeline detect --model yolox_nano_416 --iters 50
+    edge bench compare before/bench.json after/bench.json
+
+Ctrl-C stops after the current measurement and still writes the report (exit code 130);
+a second Ctrl-C abandons the current measurement too.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from edge.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+
+EXIT_INTERRUPTED = 130
+#: Seconds between progress lines when stderr is not a terminal.
+PLAIN_PROGRESS_INTERVAL_S = 5.0
+
+
+def _csv(kind):
+    def parse(text: str):
+        try:
+            return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        raise ValueError(f"--input-size must be WIDTHxHEIGHT, e.g. 640x480; got {text!r}")
+    return int(w), int(h)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure latency, memory and efficiency of models on this device",
+                       description="Measure load time, first inference, warm latency, throughput, peak memory "
+                                   "and roofline efficiency per model variant, backend and thread count.")
+    p.add_argument("--bundle", metavar="DIR", help="a directory of model files with their cards (*.json)")
+    p.add_argument("--model", nargs="+", action="extend", metavar="NAME",
+                   help="registry names, model files or card JSONs (default: every shared model found locally)")
+    p.add_argument("--backend", type=_csv(str), default=None, metavar="LIST",
+                   help="backends to sweep, e.g. onnxruntime,litert (default: by file suffix)")
+    p.add_argument("--threads", type=_csv(int), default=None, metavar="LIST",
+                   help="thread counts to sweep, e.g. 1,2,4 (default: the profile's, else the runtime's)")
+    p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (default 10)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--iters", type=int, default=100, metavar="N", help="timed runs per variant (default 100)")
+    how.add_argument("--duration", type=float, default=None, metavar="S", help="time each variant for S seconds")
+    p.add_argument("--profile", metavar="TOML", help="device profile (default: guessed from the board)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure this machine's fp32 peak with a numpy matmul instead of the profile's datasheet value")
+    p.add_argument("--pipeline", choices=("unlock", "detect"), help="measure a whole pipeline per frame, by stage")
+    p.add_argument("--inputs", metavar="SOURCE", help="images/video/camera to take inputs from (default: samples)")
+    p.add_argument("--num-inputs", type=int, default=4, metavar="N", help="distinct input frames, cycled (default 4)")
+    p.add_argument("--input-size", type=_size, default=None, metavar="WxH", help="size fed to dynamic-size models")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: bench-YYYYmmdd-HHMMSS)")
+    p.add_argument("--format", type=_csv(str), default=("json", "md", "csv"), metavar="LIST",
+                   help="any of json,md,csv,png (default json,md,csv; png needs the plot extra)")
+    p.set_defaults(func=cmd_bench)
+    bsub = p.add_subparsers(dest="bench_command", metavar="compare")
+    bsub.required = False
+    c = bsub.add_parser("compare", help="compare two bench reports with noise-aware verdicts")
+    c.add_argument("a", metavar="A.json")
+    c.add_argument("b", metavar="B.json")
+    c.add_argument("--min-change", type=float, default=None, metavar="FRACTION",
+                   help="differences below this fraction of A's p50 are 'no change' (default 0.03)")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.add_argument("--fail-on-slower", action="store_true", help="exit 1 when any variant is slower")
+    c.set_defaults(func=cmd_compare)
+
+
+class Progress:
+    """Progress on stderr: one rewritten line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, stream=None, interval_s: float = PLAIN_PROGRESS_INTERVAL_S) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._head = ""
+        self.stop_note = False
+
+    def _write(self, text: str, final: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text[:200] + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if self.stop_note:
+            self.stop_note = False
+            self._write("stopping after the current measurement (Ctrl-C again to abandon it)", final=True)
+        if kind == "job":
+            t = "default" if ev["threads"] is None else ev["threads"]
+            self._head = f"[{ev['index'] + 1}/{ev['total']}] {ev['variant']} {ev['backend'] or ''} threads={t}"
+            self._write(f"{self._head} loading")
+            self._last = time.monotonic()
+        elif kind == "progress":
+            now = time.monotonic()
+            if not self.tty and now - self._last < self.interval_s:
+                return
+            self._last = now
+            if ev.get("duration_s"):
+                step = f"{ev['phase']} {ev.get('elapsed_s', 0):.0f}/{ev['duration_s']:.0f} s"
+            else:
+                step = f"{ev['phase']} {ev['done']}/{ev['total']}"
+            last = f"  last {ev['last_ms']:.2f} ms" if ev.get("last_ms") is not None else ""
+            self._write(f"{self._head} {step}{last}")
+        elif kind == "job_done":
+            r = ev["result"]
+            lat = r.get("latency_ms") or {}
+            what = f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms" if lat else (r.get("error") or "")
+            self._write(f"{self._head} {r['status']}: {what}", final=True)
+
+
+def _default_variants():
+    from edge import registry
+    from edge.bench.runner import FORMAT_BACKENDS, variants_from_models
+    from edge.errors import ModelIntegrityError, ModelNotFoundError
+
+    names = []
+    for name, card in registry.builtin_cards().items():
+        if Path(card.file).suffix.lower() not in FORMAT_BACKENDS:
+            continue
+        try:
+            registry.resolve_model(card, download=False)
+        except (ModelNotFoundError, ModelIntegrityError):
+            continue
+        names.append(name)
+    if not names:
+        from edge.errors import BenchError
+
+        raise BenchError("no shared model found locally: pass --model or --bundle, or set EDGE_MODEL_DIR")
+    return variants_from_models(names)
+
+
+def _profile(args, fp: dict):
+    """(DeviceProfile | None, report dict | None)."""
+    from edge.bench.device import guess_profile_name
+    from edge.bench.roofline import calibrate_peak_gflops, calibrated_compute
+    from edge.profile import ComputeSpec, load_profile, profiles_dir
+
+    prof, source = None, None
+    if args.profile:
+        prof, source = load_profile(args.profile), "given"
+    else:
+        name = guess_profile_name(fp)
+        path = profiles_dir() / f"{name}.toml" if name else None
+        if path is not None and path.is_file():
+            prof, source = load_profile(path), "guessed from the board"
+    compute = prof.compute if prof else None
+    calibration = None
+    if args.calibrate:
+        calibration = calibrate_peak_gflops()
+        one = calibration.gflops_one_thread
+        print(f"calibrated fp32 peak: {calibration.gflops:.1f} GFLOP/s (numpy {calibration.n}x{calibration.n} "
+              f"float32 matmul, best of {calibration.repeats}: all threads {calibration.gflops_all_threads:.1f}, "
+              f"one thread {'-' if one is None else f'{one:.1f}'} x {calibration.cores} cores)", file=sys.stderr)
+        compute = calibrated_compute(compute or ComputeSpec(calibration.gflops, calibration.gflops), calibration)
+    if compute is None:
+        return None, None, None
+    info = {"name": prof.name if prof else "calibrated", "path": prof.path if prof else None,
+            "board": prof.board if prof else None, "cores": prof.cpu.cores if prof else None, "source": source,
+            "compute": asdict(compute), "datasheet": asdict(prof.compute) if prof else None,
+            "calibration": calibration.to_dict() if calibration else None}
+    return prof, compute, info
+
+
+def cmd_bench(args) -> int:
+    from edge.bench import device, report
+    from edge.bench.inputs import load_frames
+    from edge.bench.runner import (BenchConfig, BenchRunner, pipeline_variants, variants_from_bundle,
+                                   variants_from_models)
+
+    formats = tuple(args.format)
+    unknown = [f for f in formats if f not in report.FORMATS]
+    if unknown:
+        raise ValueError(f"unknown --format {', '.join(unknown)}; valid: {', '.join(report.FORMATS)}")
+    if "png" in formats:
+        report.require_matplotlib()  # fail before a long run, not after it
+    if args.pipeline and args.bundle:
+        raise ValueError("--pipeline takes --model names, not --bundle")
+    probe = device.DeviceProbe()
+    fp = device.fingerprint(probe)
+    prof, compute, prof_info = _profile(args, fp)
+    threads = args.threads or ((prof.runtime.threads,) if prof else (None,))
+    config = BenchConfig(warmup=args.warmup, iters=None if args.duration else args.iters, duration_s=args.duration,
+                         threads=tuple(threads), backends=tuple(args.backend) if args.backend else None,
+                         num_inputs=args.num_inputs, inputs=args.inputs, input_size=args.input_size,
+                         pipeline=args.pipeline)
+    if args.pipeline:
+        variants = pipeline_variants(args.pipeline, args.model)
+    elif args.bundle:
+        variants = variants_from_bundle(args.bundle) + (variants_from_models(args.model) if args.model else [])
+    else:
+        variants = variants_from_models(args.model) if args.model else _default_variants()
+    frames = load_frames(args.inputs, args.num_inputs)
+    out = Path(args.out or time.strftime("bench-%Y%m%d-%H%M%S"))
+    progress = Progress()
+    zones = prof.thermal.zones if prof else None
+    runner = BenchRunner(config, compute=compute, cores=(prof.cpu.cores if prof else fp.get("cores") or 1),
+                         on_event=progress, probe=probe, thermal_zones=zones)
+    before = device.thermal_snapshot(probe, zones)
+    created = report._now()
+    command = ["edge", "bench", *sys.argv[2:]] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None
+
+    def assemble(results, done: bool) -> dict:
+        return report.build_report(config.to_dict(), fp, results, profile=prof_info, thermal_before=before,
+                                   thermal_after=device.thermal_snapshot(probe, zones) if done else None,
+                                   interrupted=runner.stopping or not done, planned=planned[0], command=command,
+                                   created=created)
+
+    planned = [0]
+
+    def on_event(ev):
+        if ev.get("event") == "job":
+            planned[0] = ev["total"]
+        progress(ev)
+
+    runner.on_event = on_event
+    presses = [0]
+
+    def on_sigint(signum, frame):  # noqa: ARG001
+        presses[0] += 1
+        progress.stop_note = presses[0] == 1
+        runner.request_stop(force=presses[0] > 1)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        results = runner.run(variants, frames,
+                             on_result=lambda rs: report.write_json(assemble(rs, False), out / "bench.json"))
+    finally:
+        signal.signal(signal.SIGINT, old)
+    final = assemble(results, True)
+    written = report.write_outputs(final, out, formats)
+    sys.stdout.write(report.to_markdown(final))
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    if runner.stopping:
+        return EXIT_INTERRUPTED
+    return EXIT_FAIL if any(r.get("status") == "error" for r in results) else EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    import json
+
+    from edge.bench.compare import MIN_RELATIVE, SLOWER, compare_reports, context_warnings, format_comparison
+    from edge.bench.report import load_report
+
+    a, b = load_report(args.a), load_report(args.b)
+    if args.min_change is not None and not 0 <= args.min_change < 1:
+        raise ValueError(f"--min-change must be a fraction in [0, 1), got {args.min_change}")
+    rows = compare_reports(a, b, min_relative=MIN_RELATIVE if args.min_change is None else args.min_change)
+    notes = context_warnings(a, b)
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, "comparisons": [r.to_dict() for r in rows], "notes": notes},
+                         indent=1))
+    else:
+        print(f"A: {args.a}\nB: {args.b}\n")
+        sys.stdout.write(format_comparison(rows, notes))
+    if args.fail_on_slower and any(r.verdict == SLOWER for r in rows):
+        return EXIT_FAIL
+    return EXIT_OK if rows else EXIT_ERROR

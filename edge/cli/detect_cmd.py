@@ -1,0 +1,184 @@
+"""``edge detect --source SRC [--bundle B | --model NAME] [--sink ...]``: detection as a service.
+
+Runs until the source ends, ``--max-frames`` is reached, or SIGTERM/SIGINT arrives; then every
+event produced is handed to the sinks, which deliver what they can within ``--drain-timeout``
+(network sinks keep the rest on disk for the next start), and the command exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from edge.errors import ModelCardError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "yolox_nano_416"
+DEFAULT_SINK = "jsonl:-"
+#: Scores at or above this can continue a track (ByteTrack's second association); the detector
+#: is run with this threshold, new tracks still need the user's ``--score``.
+TRACK_LOW_SCORE = 0.1
+#: Fallback reporting threshold when neither ``--score`` nor the card gives one.
+DEFAULT_SCORE = 0.25
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("detect", help="run an object detector on a live source and report events",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", required=True, help="camera index, /dev/videoN, rtsp://, video file, image folder, "
+                                                   "picamera, synthetic[:WxH], gst:PIPELINE")
+    p.add_argument("--bundle", type=Path, help="bundle directory: its object_detection card is used "
+                                               "(with several, choose one with --model NAME)")
+    p.add_argument("--model", help=f"registry name, model file or card JSON (default {DEFAULT_MODEL})")
+    p.add_argument("--sink", action="append", metavar="SPEC",
+                   help="jsonl:PATH | mqtt://HOST[:PORT]/PREFIX | http(s)://URL | snapshots:DIR "
+                        f"(repeatable; default {DEFAULT_SINK})")
+    p.add_argument("--zones", type=Path, help="zones/lines file (.toml or .json); default: whole frame")
+    p.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
+    p.add_argument("--score", type=float, help="score a detection needs to start a track (default: the card's)")
+    p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the card's)")
+    p.add_argument("--max-detections", type=int, default=100, help="per frame (default 100)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--loop", action="store_true", help="start an image folder again at its end")
+    p.add_argument("--frame-policy", choices=("auto", "latest", "all"), default="auto",
+                   help="latest: drop frames rather than lag (live sources); all: process every frame "
+                        "(files); auto: by source kind (default)")
+    p.add_argument("--health-port", type=int, help="serve /health and /metrics on 127.0.0.1:PORT (0: any port)")
+    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
+    p.add_argument("--device", help="device name in events and MQTT topics (default: host name)")
+    p.add_argument("--buffer-dir", type=Path, help="disk buffers of network sinks (default: cache dir)")
+    p.add_argument("--buffer-limit", type=int, default=10_000,
+                   help="undelivered events kept per network sink; the oldest are dropped beyond it")
+    p.add_argument("--drain-timeout", type=float, default=5.0, help="seconds sinks get to deliver at shutdown")
+    p.add_argument("--max-age", type=int, default=30, help="frames a lost track is kept (default 30)")
+    p.add_argument("--event-image", action="store_true", help="attach a JPEG crop (base64) to every event")
+    p.set_defaults(func=cmd_detect)
+
+
+def default_device() -> str:
+    """The host name, reduced to characters that are safe in MQTT topics."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-") or "edge"
+
+
+def _bundle_card(bundle: Path, name: str | None) -> Path:
+    """The card JSON of the object detector in a bundle directory."""
+    from edge.cards import load_card
+
+    if not bundle.is_dir():
+        raise ModelCardError(f"bundle {bundle} is not a directory")
+    found = []
+    for path in sorted(bundle.rglob("*.json")):
+        try:
+            card = load_card(path)
+        except (ModelCardError, ValueError, KeyError, TypeError):
+            continue  # manifests, labels, signatures: not cards
+        if card.task == "object_detection":
+            found.append((card.name, path))
+    if name is not None:
+        found = [(n, p) for n, p in found if name in (n, p.name, p.stem)]
+    if len(found) == 1:
+        return found[0][1]
+    if not found:
+        raise ModelCardError(f"bundle {bundle} holds no object_detection card"
+                             + (f" named {name!r}" if name else ""))
+    raise ModelCardError(f"bundle {bundle} holds several detectors ({', '.join(n for n, _ in found)}); "
+                         "choose one with --model NAME")
+
+
+def _card_score(model: str) -> float:
+    from edge import registry
+
+    card = registry.resolve(model).card
+    return float(card.thresholds.get("score", DEFAULT_SCORE)) if card is not None else DEFAULT_SCORE
+
+
+def _open_source(args):
+    from edge.sources import open_source
+
+    opts = {}
+    if args.max_frames is not None:
+        opts["max_frames"] = args.max_frames
+    if args.loop:
+        opts["loop"] = True
+    try:
+        return open_source(args.source, **opts)
+    except TypeError:
+        raise ValueError(f"--loop only works with an image folder, not {args.source!r}") from None
+
+
+def _install_signal_handlers(service) -> dict:
+    """SIGTERM/SIGINT ask for a clean stop; a second SIGINT interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and service.stopping:
+            raise KeyboardInterrupt
+        service.request_stop()
+
+    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def cmd_detect(args) -> int:
+    from edge import paths
+    from edge.detect import create_detector
+    from edge.detect.service import DetectionService, ServiceOptions
+    from edge.detect.sinks import open_sink, parse_sink_spec
+    from edge.detect.tracker import ByteTracker, TrackerConfig
+    from edge.detect.zones import ZoneConfig, ZoneMonitor, load_zones
+
+    if args.bundle is not None:
+        model = str(_bundle_card(args.bundle, args.model))
+    else:
+        model = args.model or DEFAULT_MODEL
+    for name, value, low in (("--max-frames", args.max_frames, 0), ("--buffer-limit", args.buffer_limit, 1),
+                             ("--max-detections", args.max_detections, 1), ("--max-age", args.max_age, 0)):
+        if value is not None and value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if args.score is not None and not 0.0 <= args.score <= 1.0:
+        raise ValueError(f"--score must be in [0, 1], got {args.score}")
+    specs = [parse_sink_spec(s) for s in (args.sink or [DEFAULT_SINK])]  # bad specs fail before any work
+    zone_config = load_zones(args.zones) if args.zones is not None else ZoneConfig.whole_frame()
+    device = args.device or default_device()
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+
+    high = args.score if args.score is not None else _card_score(model)
+    low = min(TRACK_LOW_SCORE, high)
+    tracker = ByteTracker(TrackerConfig(high_score=high, low_score=low, new_track_score=high, max_age=args.max_age))
+    detector = create_detector(model, backend=args.backend, threads=args.threads, score_threshold=low,
+                               nms_iou=args.nms_iou, classes=classes, max_detections=args.max_detections)
+    sinks = []
+    try:
+        buffer_dir = args.buffer_dir or paths.cache_dir() / "detect-buffer"
+        for spec in specs:
+            sinks.append(open_sink(spec, device=device, buffer_dir=buffer_dir, buffer_limit=args.buffer_limit))
+        zones = ZoneMonitor(zone_config, detector.labels)
+        options = ServiceOptions(frame_policy=args.frame_policy, health_port=args.health_port,
+                                 drain_timeout=args.drain_timeout, event_image=args.event_image, device=device)
+        with _open_source(args) as source:
+            service = DetectionService(source, detector, sinks=sinks, tracker=tracker, zones=zones, options=options)
+            sinks = []  # the service closes them from here on
+            previous = _install_signal_handlers(service)
+            try:
+                summary = service.run()
+            finally:
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
+    finally:
+        for sink in sinks:  # only when the service was never started
+            sink.close(0)
+        detector.close()
+    m = summary.metrics
+    print(json.dumps({"frames": summary.frames_processed, "dropped": summary.frames_dropped,
+                      "events": summary.events, "fps": m["fps_mean"], "stopped": summary.stopped_by_request,
+                      "buffered_events": m["buffered_events"], "events_dropped": m["events_dropped"]}),
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,328 @@
+"""The long-running detection service: capture → detect → track → zones → sinks.
+
+Threads and queues (all bounded):
+
+- a **capture** thread reads frames into a :class:`FrameSlot`. With the ``latest`` policy (live
+  sources) the slot holds one frame and a new frame replaces an unprocessed one, which is
+  counted as dropped: the pipeline drops frames rather than lag behind the camera. With the
+  ``all`` policy (recorded files) the capture thread waits for room instead, so every frame of a
+  file is processed;
+- the **inference** loop (the thread that calls :meth:`DetectionService.run`) detects, tracks
+  and turns tracks into zone events;
+- a **sink** thread hands each frame's :class:`EventBatch` to every sink through a bounded
+  queue (when sinks fall behind the inference loop waits: events are never dropped in memory;
+  the network sinks keep their own disk buffers);
+- optionally a small HTTP endpoint (``/health``, ``/metrics``) on 127.0.0.1.
+
+:meth:`DetectionService.request_stop` is safe to call from a signal handler: it only sets a
+flag. The service then finishes the frame in hand, passes every event produced so far to the
+sinks, lets them deliver what they hold (``drain_timeout``), and returns.
+
+Example:
+    >>> from edge.sources import open_source                              # doctest: +SKIP
+    >>> from edge.detect import create_detector                            # doctest: +SKIP
+    >>> with open_source("0") as src, create_detector("yolox_nano_416") as det:  # doctest: +SKIP
+    ...     DetectionService(src, det, sinks=[JsonlSink("events.jsonl")]).run()
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.detect.frameslot import FrameSlot
+from edge.detect.health import HealthServer
+from edge.detect.metrics import LatencyStats, RateMeter
+from edge.detect.sinks.base import EventBatch, Sink
+from edge.detect.tracker import ByteTracker
+from edge.detect.zones import ZoneMonitor
+from edge.errors import EdgeError, ServiceError
+from edge.sources.files import ImageFileSource, ImageFolderSource, VideoFileSource
+from edge.types import Frame
+
+__all__ = ["DetectionService", "ServiceOptions", "ServiceSummary", "FrameSlot", "FRAME_POLICIES", "frame_policy_for"]
+
+log = logging.getLogger(__name__)
+
+FRAME_POLICIES = ("auto", "latest", "all")
+#: Seconds between looks at the stop flag while waiting for a frame.
+STOP_POLL = 0.1
+#: Seconds to wait for the capture thread to return from a blocking read at shutdown.
+CAPTURE_JOIN_TIMEOUT = 5.0
+_MS = 1e3
+#: JPEG quality of the crops attached to events with ``event_image``.
+EVENT_IMAGE_QUALITY = 80
+
+
+def frame_policy_for(source) -> str:
+    """``all`` for recorded material (files, folders, videos), ``latest`` for live sources."""
+    return "all" if isinstance(source, (ImageFileSource, ImageFolderSource, VideoFileSource)) else "latest"
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the service runs.
+
+    Attributes:
+        frame_policy: ``auto`` (see :func:`frame_policy_for`), ``latest`` or ``all``.
+        frame_queue: frames buffered with the ``all`` policy.
+        batch_queue: frame results waiting for the sinks, at most.
+        health_port: port of the ``/health`` + ``/metrics`` endpoint; None: no endpoint; 0: any free port.
+        health_host: address of that endpoint.
+        drain_timeout: seconds each sink may take at shutdown to deliver what it holds.
+        event_image: attach a base64 JPEG crop of the box to every event.
+        device: device name written into every event (overrides the zone monitor's).
+    """
+
+    frame_policy: str = "auto"
+    frame_queue: int = 2
+    batch_queue: int = 64
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
+    drain_timeout: float = 5.0
+    event_image: bool = False
+    device: str = ""
+
+    def __post_init__(self) -> None:
+        if self.frame_policy not in FRAME_POLICIES:
+            raise ValueError(f"frame_policy must be one of {FRAME_POLICIES}, got {self.frame_policy!r}")
+        if self.frame_queue < 1 or self.batch_queue < 1 or self.drain_timeout < 0:
+            raise ValueError("frame_queue and batch_queue must be >= 1 and drain_timeout >= 0")
+
+
+@dataclass(frozen=True)
+class ServiceSummary:
+    """What a finished run did (also the final ``/metrics``)."""
+
+    frames_captured: int
+    frames_processed: int
+    frames_dropped: int
+    events: int
+    stopped_by_request: bool
+    metrics: dict
+
+
+def _crop_jpeg_b64(image: np.ndarray, box: tuple[float, float, float, float]) -> str | None:
+    h, w = image.shape[:2]
+    x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    ok, data = cv2.imencode(".jpg", image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, EVENT_IMAGE_QUALITY])
+    return base64.b64encode(data.tobytes()).decode("ascii") if ok else None
+
+
+class DetectionService:
+    """Run a detector over a source and report events to sinks until the source ends or a stop.
+
+    Args:
+        source: an opened or unopened :class:`~edge.sources.FrameSource` (the caller closes it).
+        detector: anything with ``detect(image_bgr) -> Detections``, ``labels`` and ``timings``.
+        sinks: where events go; the service closes them at the end.
+        tracker: default :class:`ByteTracker` with its default thresholds.
+        zones: default :class:`ZoneMonitor` over the whole frame.
+        options: see :class:`ServiceOptions`.
+    """
+
+    def __init__(self, source, detector, *, sinks: Sequence[Sink] = (), tracker: ByteTracker | None = None,
+                 zones: ZoneMonitor | None = None, options: ServiceOptions | None = None) -> None:
+        self.source, self.detector = source, detector
+        self.sinks = list(sinks)
+        self.options = options or ServiceOptions()
+        self.labels = tuple(getattr(detector, "labels", ()) or ())
+        self.tracker = tracker or ByteTracker()
+        self.zones = zones or ZoneMonitor(labels=self.labels, device=self.options.device)
+        policy = self.options.frame_policy
+        self.policy = frame_policy_for(source) if policy == "auto" else policy
+        self.slot = FrameSlot(self.policy, 1 if self.policy == "latest" else self.options.frame_queue)
+        self._batches: queue.Queue = queue.Queue(self.options.batch_queue)
+        self.latency = LatencyStats()
+        self.fps = RateMeter()
+        self._stop_requested = False
+        self._stopping = False
+        self._capture_error: BaseException | None = None
+        self._sink_errors = 0
+        self.frames_captured = self.frames_processed = self.events_total = 0
+        self.events_by_type: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._health: HealthServer | None = None
+        self._capture_thread = threading.Thread(target=self._capture, name="capture", daemon=True)
+        self._sink_thread = threading.Thread(target=self._deliver, name="sinks", daemon=True)
+
+    # -- control -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the service to stop. Async-signal-safe: it only sets a flag."""
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested or self._stopping
+
+    @property
+    def health_port(self) -> int | None:
+        return self._health.port if self._health is not None else None
+
+    def run(self) -> ServiceSummary:
+        """Process frames until the source ends or :meth:`request_stop`; then flush and close the sinks.
+
+        Raises:
+            SourceError: (or another error of the capture thread) after the sinks were flushed.
+            ServiceError: the health port could not be bound (the sinks are closed, nothing ran).
+        """
+        if self.options.health_port is not None:
+            try:
+                self._health = HealthServer(self.health, self.metrics, host=self.options.health_host,
+                                            port=self.options.health_port).start()
+            except OSError as exc:
+                for sink in self.sinks:  # they were handed over to us: close them before failing
+                    sink.close(0)
+                raise ServiceError(f"cannot serve /health on {self.options.health_host}:"
+                                   f"{self.options.health_port}: {exc.strerror or exc}") from None
+            log.info("health endpoint on http://%s:%d/health", self.options.health_host, self._health.port)
+        self._started = time.monotonic()
+        self._capture_thread.start()
+        self._sink_thread.start()
+        try:
+            while True:
+                if self._stop_requested:
+                    break
+                item = self.slot.get(STOP_POLL)
+                if item is None:
+                    if self.slot.finished:
+                        break
+                    continue
+                self._process(*item)
+        finally:
+            self._shutdown()
+        if self._capture_error is not None:
+            raise self._capture_error
+        return ServiceSummary(self.frames_captured, self.frames_processed, self.slot.dropped, self.events_total,
+                              self._stop_requested, self.metrics())
+
+    # -- threads -----------------------------------------------------------------------------
+    def _capture(self) -> None:
+        try:
+            while not self.stopping:
+                t0 = time.perf_counter()
+                frame = self.source.read()
+                if frame is None:
+                    break
+                t1 = time.perf_counter()
+                self.latency.record("capture", (t1 - t0) * _MS)
+                self.frames_captured += 1
+                if not self.slot.put((frame, t1)):
+                    self.slot.count_drop()  # closed while handing over: counted, not processed
+                    break
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+            self._capture_error = exc
+            self._stop_requested = True
+        finally:
+            self.slot.close()
+
+    def _process(self, frame: Frame, t_captured: float) -> None:
+        dets = self.detector.detect(frame.image)
+        for stage, ms in self.detector.timings.as_dict().items():
+            self.latency.record(stage, ms)
+        t0 = time.perf_counter()
+        tracked = self.tracker.update(dets)
+        t1 = time.perf_counter()
+        events = self.zones.update(tracked, frame_size=(frame.width, frame.height), frame_time=frame.timestamp,
+                                   frame_index=frame.index, ended_ids=self.tracker.ended_ids, source=frame.source_id)
+        t2 = time.perf_counter()
+        self.latency.record("tracking", (t1 - t0) * _MS)
+        self.latency.record("zones", (t2 - t1) * _MS)
+        if events and (self.options.event_image or self.options.device):
+            events = [self._finish_event(e, frame) for e in events]
+        self.frames_processed += 1
+        self.fps.tick()
+        for e in events:
+            self.events_by_type[e.event_type.value] = self.events_by_type.get(e.event_type.value, 0) + 1
+        self.events_total += len(events)
+        self._batches.put((EventBatch(frame, tracked, tuple(events), self.labels), t_captured))
+
+    def _finish_event(self, event, frame: Frame):
+        changes = {}
+        if self.options.device and event.device != self.options.device:
+            changes["device"] = self.options.device
+        if self.options.event_image:
+            changes["image_jpeg_b64"] = _crop_jpeg_b64(frame.image, event.box)
+        return dataclasses.replace(event, **changes) if changes else event
+
+    def _deliver(self) -> None:
+        while True:
+            item = self._batches.get()
+            if item is None:
+                return
+            batch, t_captured = item
+            t0 = time.perf_counter()
+            for sink in self.sinks:
+                t = time.perf_counter()
+                try:
+                    sink.emit(batch)
+                except (EdgeError, OSError) as exc:
+                    self._sink_errors += 1
+                    log.error("sink %s failed: %s", sink.name, exc)
+                except Exception:  # noqa: BLE001 - a sink bug must not stall the pipeline
+                    self._sink_errors += 1
+                    log.exception("sink %s failed", sink.name)
+                self.latency.record(f"sink:{sink.kind}", (time.perf_counter() - t) * _MS)
+            t1 = time.perf_counter()
+            self.latency.record("sinks", (t1 - t0) * _MS)
+            self.latency.record("end_to_end", (t1 - t_captured) * _MS)
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        self.slot.close(discard=True)
+        self._capture_thread.join(CAPTURE_JOIN_TIMEOUT)
+        if self._capture_thread.is_alive():
+            log.warning("capture thread still blocked in a read after %.0f s; leaving it", CAPTURE_JOIN_TIMEOUT)
+        self._batches.put(None)
+        self._sink_thread.join()
+        for sink in self.sinks:
+            try:
+                sink.close(self.options.drain_timeout)
+            except Exception:  # noqa: BLE001 - one failing sink must not keep the others open
+                log.exception("closing sink %s failed", sink.name)
+        if self._health is not None:
+            self._health.stop()
+
+    # -- observability -----------------------------------------------------------------------
+    def health(self) -> dict:
+        status = "stopping" if self.stopping else "ok" if self.frames_processed else "starting"
+        if self._capture_error is not None:
+            status = "failed"
+        return {"status": status, "uptime_s": round(time.monotonic() - self._started, 3),
+                "frames_processed": self.frames_processed}
+
+    def metrics(self) -> dict:
+        sinks = {s.name: {"kind": s.kind, **s.stats()} for s in self.sinks}
+        brokers = [v["state"] for v in sinks.values() if v["kind"] == "mqtt"]
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        return {
+            "uptime_s": round(elapsed, 3),
+            "frame_policy": self.policy,
+            "fps": round(self.fps.rate(), 3),
+            "fps_mean": round(self.frames_processed / elapsed, 3),
+            "frames_captured": self.frames_captured,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.slot.dropped,
+            "queue_depth": {"frames": len(self.slot), "batches": self._batches.qsize()},
+            "latency_ms": self.latency.summary(),
+            "events": self.events_total,
+            "events_by_type": dict(self.events_by_type),
+            "tracks_active": len(self.tracker.active_ids),
+            "broker": brokers[0] if len(brokers) == 1 else (brokers or None),
+            "buffered_events": sum(v.get("buffered", 0) for v in sinks.values()),
+            "events_dropped": sum(v.get("dropped", 0) for v in sinks.values()),
+            "sink_errors": self._sink_errors,
+            "sinks": sinks,
+        }

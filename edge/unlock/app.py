@@ -1,0 +1,277 @@
+"""The face-unlock application: guards, lockout, store, pipeline and audit wired together.
+
+:class:`UnlockApp` is what ``edge unlock`` runs. Every verification goes through the same steps:
+
+1. policy guards (SSH session, lid closed) — refused before any capture;
+2. lockout check — a locked-out user is refused before any capture;
+3. the user's templates, which must come from the configured embedder (else *stale*);
+4. frames from the source through the pipeline, decided k of n (:func:`edge.unlock.verify.verify`);
+5. the lockout counter updated and one audit line written. If the audit line cannot be written
+   the error propagates: the caller must then treat the attempt as failed (fail closed).
+
+Library code only: errors are typed (:mod:`edge.errors`); :mod:`edge.cli.unlock_cmd` turns them
+into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import LockedOutError, ProfileError, UnknownUserError, UnlockRefused
+from edge.unlock.audit import AuditEvent, AuditLog
+from edge.unlock.config import UnlockConfig
+from edge.unlock.enroll import EnrollPolicy, EnrollResult, enroll, record_embeddings
+from edge.unlock.guards import check_guards
+from edge.unlock.keys import FileKeyProvider, KeyProvider
+from edge.unlock.lockout import LockoutTracker, LockStatus
+from edge.unlock.store import StoreListing, TemplateStore
+from edge.unlock.verify import VerifyDecision, VerifyPolicy, verify
+
+__all__ = ["PipelineOptions", "UnlockApp", "VerifyOutcome", "ANY_USER", "resolve_profile"]
+
+log = logging.getLogger(__name__)
+
+#: Lockout key of identification attempts (``edge unlock verify`` without a user).
+ANY_USER = "*"
+#: Most per-frame values written to one audit line (the latest frames are kept).
+AUDIT_MAX_FRAMES = 32
+
+
+def resolve_profile(name_or_path: str | Path | None) -> Path | None:
+    """A profile TOML path from a path or a bundled profile name (``rpi4``, ``x86_dev`` …).
+
+    Raises:
+        ProfileError: neither a file nor a known profile name.
+    """
+    if name_or_path is None:
+        return None
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    from edge.profile import profiles_dir
+
+    named = profiles_dir() / f"{name_or_path}.toml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(q.stem for q in profiles_dir().glob("*.toml")))
+    raise ProfileError(f"profile {name_or_path!r} is neither a file nor a known profile ({known})")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Which models the face pipeline uses.
+
+    Attributes:
+        detector, embedder: names for :func:`edge.face.pipeline.create_pipeline`.
+        bundle_dir: an export bundle (embedder card and liveness models are looked up there).
+        liveness_dir: the liveness models (``edge-export liveness --out DIR``).
+        profile: device profile name or TOML path (target FAR, liveness threshold, threads).
+        threads: inference threads per model (None: the profile's).
+        liveness: False disables liveness (``--no-liveness``): insecure, logged and audited.
+    """
+
+    detector: str = "yunet"
+    embedder: str = "sface_2021dec_fp32"
+    bundle_dir: Path | None = None
+    liveness_dir: Path | None = None
+    profile: str | None = None
+    threads: int | None = 1
+    liveness: bool = True
+
+    def build(self):
+        """Load the models (sha256-checked by the registry) into a FacePipeline."""
+        from edge.face.pipeline import create_pipeline
+
+        if not self.liveness:
+            log.warning("liveness is DISABLED (--no-liveness): a photo of the user can unlock; "
+                        "never use this in production")
+        return create_pipeline(detector=self.detector, embedder=self.embedder, bundle_dir=self.bundle_dir,
+                               liveness_dir=self.liveness_dir, threads=self.threads,
+                               profile=resolve_profile(self.profile), liveness=self.liveness)
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """A verification decision with the lockout state after it."""
+
+    decision: VerifyDecision
+    lock: LockStatus | None
+    load_ms: float = 0.0
+
+
+def _model_ids(pipeline) -> dict[str, str]:
+    emb = pipeline.embedder
+    ids = {"embedder": emb.model_id, "embedder_sha256": emb.model_sha256,
+           "detector": type(pipeline.detector).__name__}
+    names = []
+    for m in getattr(pipeline.liveness, "models", None) or []:
+        card = m[1] if isinstance(m, tuple) and len(m) > 1 else getattr(m, "card", None)
+        if getattr(card, "name", None):
+            names.append(card.name)
+    ids["liveness"] = "+".join(names) if names else ("none" if pipeline.liveness is None else
+                                                      type(pipeline.liveness).__name__)
+    return ids
+
+
+@dataclass
+class UnlockApp:
+    """One ``edge unlock`` session.
+
+    Args:
+        config: state locations and guard switches.
+        options: pipeline models.
+        keys: the key provider (default: the key file of ``config``).
+        env: environment for the SSH check (default ``os.environ``).
+        clock: epoch seconds for lockout and audit (tests inject one).
+    """
+
+    config: UnlockConfig
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+    keys: KeyProvider | None = None
+    env: Mapping[str, str] | None = None
+    clock: Callable[[], float] = time.time
+    _pipeline: object = field(default=None, init=False, repr=False)
+    _load_ms: float = field(default=0.0, init=False, repr=False)
+
+    # -- parts -------------------------------------------------------------------------------
+    def store(self, *, create_key: bool = False) -> TemplateStore:
+        keys = self.keys or FileKeyProvider(self.config.key_file, create=create_key)
+        return TemplateStore(self.config.store_dir, keys)
+
+    @property
+    def audit_log(self) -> AuditLog:
+        return AuditLog(self.config.audit_file, clock=self.clock)
+
+    @property
+    def lockout(self) -> LockoutTracker:
+        return LockoutTracker(self.config.state_dir, clock=self.clock)
+
+    def pipeline(self):
+        if self._pipeline is None:
+            t0 = time.perf_counter()
+            self._pipeline = self.options.build()
+            self._load_ms = (time.perf_counter() - t0) * 1e3
+        return self._pipeline
+
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+
+    def _flags(self) -> dict:
+        return {} if self.options.liveness else {"insecure": ["no_liveness"]}
+
+    def audit(self, action: str, user: str, decision: str, reason: str = "", **kw) -> None:
+        extra = {**self._flags(), **kw.pop("extra", {})}
+        self.audit_log.append(AuditEvent(action, user, decision, reason, extra=extra, **kw))
+
+    # -- verification ------------------------------------------------------------------------
+    def _templates(self, user: str | None, pipeline) -> dict:
+        store = self.store()
+        emb = pipeline.embedder
+        if user is not None:
+            return {user: record_embeddings(store.templates_for(user, emb.model_id, emb.model_sha256))}
+        listing = store.load_all()
+        usable = {r.user: record_embeddings(r) for r in listing.records
+                  if not r.is_stale(emb.model_id, emb.model_sha256)}
+        for r in listing.records:
+            if r.user not in usable:
+                log.warning("templates of %r are stale (made by %s): re-enrol", r.user, r.model_id)
+        if not usable:
+            raise UnknownUserError(f"no usable enrolment in {self.config.store_dir} for {emb.model_id}")
+        return usable
+
+    def verify(self, user: str | None, source: str, policy: VerifyPolicy = VerifyPolicy()) -> VerifyOutcome:
+        """Run one attempt and record it (lockout and audit).
+
+        Raises:
+            UnlockRefused: SSH session or lid closed.
+            LockedOutError: too many recent failures.
+            UnknownUserError: ``user`` is not enrolled.
+            StaleEnrollmentError: the user's templates come from another embedder.
+            EdgeError subclasses / OSError: models, key, store, source or audit failures.
+        """
+        from edge.sources import ImageFileSource, open_source
+
+        name, key = user or "", user or ANY_USER
+        policy = dataclasses.replace(policy, require_liveness=self.options.liveness)
+        try:
+            check_guards(refuse_ssh=self.config.refuse_ssh, refuse_lid_closed=self.config.refuse_lid_closed,
+                         env=os.environ if self.env is None else self.env, proc_dir=self.config.proc_dir)
+            self.lockout.raise_if_locked(key)
+        except UnlockRefused as e:
+            self.audit("verify", name, "refused", str(e))
+            raise
+        except LockedOutError as e:
+            self.audit("verify", name, "locked_out", str(e), extra={"locked_until": e.until})
+            raise
+        try:
+            pipeline = self.pipeline()
+            templates = self._templates(user, pipeline)
+            with open_source(source) as frames:
+                decision = verify(pipeline, frames, templates, threshold=pipeline.threshold(), policy=policy,
+                                  claimed_user=user, still=isinstance(frames, ImageFileSource))
+        except UnknownUserError as e:
+            self.audit("verify", name, "reject", "not_enrolled", extra={"error": str(e)})
+            raise
+        except Exception as e:
+            self.audit("verify", name, "error", type(e).__name__, extra={"error": str(e)[:500]})
+            raise
+        lock = None
+        if decision.accepted:
+            self.lockout.record_success(key)
+        elif decision.face_seen:  # an empty stream (nobody there) is not an attempt
+            lock = self.lockout.record_failure(key)
+        recent = decision.frames[-AUDIT_MAX_FRAMES:]
+        self.audit(
+            "verify", decision.user or name, "accept" if decision.accepted else "reject", decision.reason,
+            scores=tuple(f.similarity for f in recent),
+            liveness=[{"score": f.liveness_score, "live": f.live} for f in recent],
+            models=_model_ids(pipeline),
+            extra={"threshold": decision.threshold, "k": decision.k, "n": decision.n,
+                   "frames": len(decision.frames), "elapsed_ms": round(decision.elapsed_ms, 1),
+                   "source": source, "claimed_user": name,
+                   **({} if lock is None else {"failures": lock.failures, "locked_until": lock.locked_until})})
+        return VerifyOutcome(decision, lock, self._load_ms)
+
+    # -- enrolment and administration --------------------------------------------------------
+    def enroll(self, user: str, source: str, policy: EnrollPolicy = EnrollPolicy(), *,
+               replace: bool = False, add: bool = False) -> EnrollResult:
+        """Enrol ``user`` from ``source`` and audit it (see :func:`edge.unlock.enroll.enroll`)."""
+        from edge.sources import open_source
+
+        store = self.store(create_key=True)
+        store.path_for(user)  # creates the key (and validates the name) before loading models
+        policy = dataclasses.replace(policy, require_liveness=self.options.liveness)
+        try:
+            pipeline = self.pipeline()
+            with open_source(source) as frames:
+                result = enroll(user, pipeline, frames, store, threshold=pipeline.threshold(),
+                                policy=policy, replace=replace, add=add)
+        except Exception as e:
+            self.audit("enroll", user, "error", type(e).__name__, extra={"error": str(e)[:500]})
+            raise
+        self.audit("enroll", user, "enrolled", "replaced" if result.replaced else ("added" if add else "new"),
+                   models=_model_ids(pipeline),
+                   extra={"templates": int(result.record.vectors.shape[0]), "frames": len(result.verdicts),
+                          "images_stored": len(result.record.images), "source": source,
+                          "duplicate_of": None if result.duplicate_of is None else result.duplicate_of.user})
+        return result
+
+    def listing(self) -> StoreListing:
+        return self.store().load_all()
+
+    def remove(self, user: str) -> None:
+        self.store().remove(user)
+        self.lockout.reset(user)
+        self.audit("remove", user, "removed")
+
+    def rename(self, old: str, new: str) -> None:
+        self.store().rename(old, new)
+        self.audit("rename", new, "renamed", extra={"from": old})
