@@ -70,6 +70,13 @@ class Thresholds:
     max_top1_drop: float = 0.02  # accuracy gate: classifier top-1 agreement loss allowed
     max_map_drop: float = 0.03  # detector mAP50-95 loss allowed
     min_embedding_cosine: float = 0.98  # face embedder float-vs-quantised mean cosine
+    # Accuracy-gate limits added by the export stage (export/gates.py); each is read once, there.
+    min_top1_agreement: float = 0.95  # classifier: share of held-out images whose top-1 equals fp32's
+    max_map50_drop: float = 0.03  # detector mAP50 loss allowed
+    min_face_recall: float = 0.95  # face detector: share of the fp32 model's faces found (IoU >= 0.5)
+    min_face_iou: float = 0.85  # face detector: mean IoU of those matched faces with fp32's boxes
+    max_auc_drop: float = 0.005  # face embedder: ROC AUC loss allowed on the aligned LFW pairs
+    min_liveness_agreement: float = 1.0  # liveness: share of samples decided as the fp32 model decides
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from export.variants import Agreement, ExportStepError, StepResult, check_agreem
 log = logging.getLogger(__name__)
 
 __all__ = ["TFLITE_KEYS", "CalibrationStat", "TfliteQuantOptions", "converter_versions", "torch_to_tflite",
-           "onnx_to_tflite", "quantize_tflite", "calibration_samples", "check_variant", "make_variant"]
+           "onnx_to_tflite", "quantize_tflite", "calibrate_tflite", "calibration_samples", "check_variant", "make_variant", "tflite_card"]
 
 #: The TFLite rows of :func:`export.variants.export_formats`, float first.
 TFLITE_KEYS = ("tflite_fp32", "tflite_fp16", "tflite_int8_dynamic", "tflite_int8", "tflite_int8_uint8io")
@@ -214,13 +214,44 @@ def _minmax(old: dict, new: dict) -> dict:
 def _keep_float(quantizer, names: Iterable[str]) -> None:
     from ai_edge_quantizer import algorithm_manager, qtyping
 
+    # AEQ matches an op by its "scope": its output tensor names joined by ";" plus a trailing ";".
     for n in names:
-        quantizer.update_quantization_recipe(f"^{re.escape(n)}$", qtyping.TFLOperationName.ALL_SUPPORTED,
+        quantizer.update_quantization_recipe(f"^{re.escape(n)};$", qtyping.TFLOperationName.ALL_SUPPORTED,
                                              algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
 
 
+def calibrate_tflite(float_tflite: str | Path, calibration: Any, options: TfliteQuantOptions = TfliteQuantOptions(),
+                     *, model_name: str | None = None) -> dict:
+    """Activation ranges (AEQ "QSVs") of every tensor of the float model over the calibration data.
+
+    The result can be passed to :func:`quantize_tflite` again and again (the fallback search
+    re-quantises with more layers in float without calibrating again).
+
+    Raises:
+        ExportStepError: empty calibration data, or the calibration run failed.
+    """
+    from ai_edge_quantizer import calibrator, recipe
+    from ai_edge_quantizer.recipe_manager import RecipeManager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    src = Path(float_tflite)
+    name = model_name or src.stem
+    samples = calibration_samples(calibration, _signature_inputs(src), name)
+    update = _minmax if options.stat is CalibrationStat.MINMAX else qsv_utils.moving_average_update
+    manager = RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    try:
+        with _quiet():
+            cal = calibrator.Calibrator(src.read_bytes(), num_threads=options.threads, qsv_update_func=update)
+            cal.calibrate({SIGNATURE: samples}, manager)
+    except Exception as e:  # noqa: BLE001 - the interpreter's errors are untyped
+        raise ExportStepError(name, "calibration", f"calibrating {src.name} failed: {type(e).__name__}: {e}") from e
+    return cal.get_model_qsvs()
+
+
 def quantize_tflite(float_tflite: str | Path, dst: str | Path, key: str, calibration: Any = None,
-                    options: TfliteQuantOptions = TfliteQuantOptions(), *, model_name: str | None = None) -> Path:
+                    options: TfliteQuantOptions = TfliteQuantOptions(), *, qsvs: dict | None = None,
+                    model_name: str | None = None) -> Path:
     """Make one TFLite variant from the float32 model with ai-edge-quantizer.
 
     Args:
@@ -230,21 +261,21 @@ def quantize_tflite(float_tflite: str | Path, dst: str | Path, key: str, calibra
         calibration: real, preprocessed samples (see :func:`calibration_samples`); required for
             the full-integer keys.
         options: range statistic, layers kept in float.
+        qsvs: activation ranges from :func:`calibrate_tflite` (skips calibrating again).
         model_name: for error messages.
 
     Raises:
         ValueError: an unknown or non-quantised key, or calibration missing for full-integer.
         ExportStepError: the quantiser failed (step = ``key``) or the calibration data is empty.
     """
-    from ai_edge_quantizer import algorithm_manager, calibrator, qtyping, quantizer, recipe
-    from ai_edge_quantizer.utils import qsv_utils
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
 
     src, dst = Path(float_tflite), Path(dst)
     name = model_name or src.stem
     target = get_target(key)
     if key not in TFLITE_KEYS[1:]:
         raise ValueError(f"quantize_tflite: key must be one of {', '.join(TFLITE_KEYS[1:])}, got {key!r}")
-    if target.calibrated and calibration is None:
+    if target.calibrated and calibration is None and qsvs is None:
         raise ValueError(f"{name}: {key} needs calibration data (full-integer quantisation)")
     try:
         with _quiet():
@@ -258,11 +289,8 @@ def quantize_tflite(float_tflite: str | Path, dst: str | Path, key: str, calibra
                 qsvs = None
             else:
                 q = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
-                samples = calibration_samples(calibration, _signature_inputs(src), name)
-                update = _minmax if options.stat is CalibrationStat.MINMAX else qsv_utils.moving_average_update
-                cal = calibrator.Calibrator(src.read_bytes(), num_threads=options.threads, qsv_update_func=update)
-                cal.calibrate({SIGNATURE: samples}, q._recipe_manager)  # noqa: SLF001 - AEQ's own calibrate() hides qsv_update_func
-                qsvs = cal.get_model_qsvs()
+                if qsvs is None:
+                    qsvs = calibrate_tflite(src, calibration, options, model_name=name)
             _keep_float(q, options.keep_float)
             data = bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
         if key == "tflite_int8_uint8io":
@@ -292,8 +320,8 @@ def check_variant(result: StepResult, reference: Mapping[str, np.ndarray], model
 
 def make_variant(key: str, float_tflite: str | Path, dst: str | Path, *, check_feeds: Mapping[str, np.ndarray],
                  reference: Mapping[str, np.ndarray], calibration: Any = None,
-                 options: TfliteQuantOptions = TfliteQuantOptions(), model_name: str | None = None
-                 ) -> tuple[StepResult, Agreement]:
+                 options: TfliteQuantOptions = TfliteQuantOptions(), qsvs: dict | None = None,
+                 model_name: str | None = None) -> tuple[StepResult, Agreement]:
     """Quantise, load with ``edge``'s LiteRT engine, run on ``check_feeds`` and check agreement.
 
     ``key == "tflite_fp32"`` checks the float file itself (``dst`` must be ``float_tflite``).
@@ -304,7 +332,58 @@ def make_variant(key: str, float_tflite: str | Path, dst: str | Path, *, check_f
     def step(src, out):
         if key == "tflite_fp32":
             return Path(src)
-        return quantize_tflite(src, out, key, calibration, options, model_name=name)
+        return quantize_tflite(src, out, key, calibration, options, qsvs=qsvs, model_name=name)
 
     result = step(float_tflite, dst, check_feeds=check_feeds)
     return result, check_variant(result, reference, name)
+
+
+def tflite_card(template, tflite_path: str | Path, key: str, **changes):
+    """The model card of a TFLite variant, derived from its source's card.
+
+    Preprocessing, labels, licence and thresholds come from ``template``; shapes and the
+    quantisation (scale, zero point) of integer I/O come from the file. Inputs stay ``float32``
+    in the card: the LiteRT engine quantises float feeds and dequantises integer outputs itself.
+    ``extra`` records the variant, its I/O dtype and the converter versions.
+
+    Args:
+        template: the source model's :class:`~edge.cards.ModelCard`.
+        tflite_path: the variant file (the card's ``file`` is its name).
+        key: the variant's target key (e.g. ``tflite_int8``).
+        **changes: card fields to override (``extra`` is merged).
+
+    Raises:
+        ExportError: the file's input/output count differs from the template's.
+    """
+    import dataclasses
+
+    from edge.cards import OutputSpec, Quantization, Source
+    from edge.engines import load_engine
+    from edge.registry import sha256_file
+
+    p = Path(tflite_path)
+    with load_engine(p, backend="litert", threads=1) as eng:
+        ins, outs = eng.inputs, eng.outputs
+    if len(ins) != len(template.inputs) or len(outs) != len(template.outputs):
+        raise ExportError(f"{p.name}: {len(ins)} input(s)/{len(outs)} output(s), but card {template.name!r} "
+                          f"describes {len(template.inputs)}/{len(template.outputs)}")
+
+    def quant(t):
+        return Quantization(float(t.quantization[0]), int(t.quantization[1])) if t.quantization else None
+
+    inputs = tuple(dataclasses.replace(s, name=t.name, shape=tuple(t.shape), dtype="float32", quantization=quant(t))
+                   for s, t in zip(template.inputs, ins))
+    outputs = tuple(dataclasses.replace(s, name=t.name, shape=tuple(t.shape), quantization=quant(t))
+                    if isinstance(s, OutputSpec) else s for s, t in zip(template.outputs, outs))
+    target = get_target(key)
+    extra = {**template.extra, "derived_from": {"name": template.name, "sha256": template.sha256},
+             "variant": key, "io_dtype": target.io_dtype, "converter": converter_versions(),
+             **changes.pop("extra", {})}
+    source = Source(homepage=template.source.homepage,
+                    note=f"derived by edge-export from {template.name} (sha256 {template.sha256[:16]}…); "
+                         f"rebuild it with edge-export")
+    fields = dict(name=p.stem, format="tflite", file=p.name, sha256=sha256_file(p), size=p.stat().st_size,
+                  inputs=inputs, outputs=outputs, extra=extra, source=source,
+                  description=f"{template.description} {target.description} (from {template.name}).".strip())
+    fields.update(changes)
+    return dataclasses.replace(template, **fields)

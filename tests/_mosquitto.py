@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,7 +117,7 @@ class Subscriber:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.subscriptions = 0
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{free_port()}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:12]}")
         self.client.username_pw_set(PROBE_USER, PROBE_PASSWORD)
         self.client.reconnect_delay_set(0.05, 0.5)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)

@@ -355,3 +355,27 @@ def test_progress_uses_one_rewritten_line_on_a_terminal():
     q({"event": "job", "index": 0, "total": 1, "variant": "m", "backend": None, "threads": None})
     q({"event": "progress", "phase": "measure", "done": 3, "total": 10})  # within the interval: not printed
     assert "\r" not in plain.getvalue() and plain.getvalue().count("\n") == 1
+
+
+def test_unlock_pipeline_reports_stages_or_a_clear_error(tmp_path, model_dir, data_dir):
+    proc = edge_cli("bench", "--pipeline", "unlock", "--iters", "2", "--warmup", "0", "--threads", "1",
+                    "--num-inputs", "1", "--out", str(tmp_path), "--format", "json", cwd=tmp_path)
+    report = load_report(tmp_path / "bench.json")
+    assert_valid(report)
+    r = report["results"][0]
+    if r["status"] == "error":  # the face pipeline (another part of the project) is missing or unfinished
+        assert proc.returncode == 1 and "edge.face" in r["error"]
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert r["status"] == "ok" and {"detect", "embed"} <= set(r["stages"])
+    assert "total" not in r["stages"]  # the whole call is the latency itself
+
+
+def test_png_without_matplotlib_fails_early_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from edge.cli import main\n"
+            f"sys.exit(main(['bench', '--model', 'mobilenet_v1_0.25_128_quant', '--format', 'json,png', "
+            f"'--out', {str(tmp_path / 'out')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "edgesight[plot]" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing was measured

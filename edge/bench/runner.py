@@ -184,8 +184,8 @@ class BenchRunner:
     on_event: Callable[[dict], None] | None = None
     probe: device.DeviceProbe = field(default_factory=device.DeviceProbe)
     thermal_zones: tuple | None = None
-    stopping: bool = False
-    _proc: subprocess.Popen | None = None
+    stopping: bool = field(default=False, init=False)
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def request_stop(self, force: bool = False) -> None:
         """Stop after the current measurement (its partial samples are kept); ``force`` kills it."""

@@ -62,11 +62,13 @@ def roc_auc(scores, labels) -> float:
 
 
 def threshold_at_far(scores, labels, target_far: float) -> float:
-    """The threshold with the most genuine accepts whose FAR on these pairs is ≤ ``target_far``.
+    """A threshold whose FAR on these pairs is ≤ ``target_far``, as permissive as that allows.
 
     With ``N`` impostor scores sorted descending ``i₁ ≥ i₂ ≥ …``, at most ``k = ⌊far·N⌋`` may be
     accepted; the threshold is the midpoint of ``i_k`` and ``i_{k+1}`` (just above ``i₁`` when
-    ``k = 0``), so exactly ``k`` impostors (fewer with ties) score at or above it.
+    ``k = 0``), so exactly ``k`` impostors (fewer with ties) score at or above it. The midpoint,
+    rather than a hair above ``i_{k+1}``, leaves a margin on both sides for unseen impostors; a
+    genuine score between ``i_{k+1}`` and the midpoint is rejected for it.
     """
     s, y = _check(scores, labels)
     if not 0.0 <= target_far <= 1.0:

@@ -1,0 +1,325 @@
+"""Accuracy gates: each variant against its float model, per role, on held-out real images.
+
+A gate measures the float model once (cached), then each variant on the same inputs, and
+returns a :class:`GateResult` whose ``failures`` say which limit broke. Limits come from the
+device profile (:class:`GateLimits.from_profile`). Every variant is loaded with
+``edge.engines.load_engine`` (onnxruntime for ``.onnx``, LiteRT for ``.tflite``) and its raw
+outputs are also compared with the float model's within the per-format tolerance of
+:mod:`export.variants` (on the first :data:`RAW_CHECK_INPUTS` evaluation inputs): a converter
+that produces numbers unrelated to its source fails there even if the metric looks lucky.
+
+Roles and metrics (``export.roles`` says which images):
+
+- classifier: top-1 agreement with float, top-5 overlap, top-1 accuracy on the labelled samples;
+- detector: COCO mAP50-95 / mAP50 on the coco128 evaluation boxes (``edge.evaluate.coco``);
+- face detector: recall of the float model's faces (IoU >= 0.5) and mean IoU of the matches;
+- face embedder: ROC AUC, TAR at FAR 1e-2 / 1e-3 on all LFW pairs, mean cosine float vs
+  variant, and the match threshold *re-derived* at the profile's target FAR for this variant
+  (``GateResult.card_thresholds`` goes into the variant's card: fp32's threshold is wrong for int8);
+- liveness: live/spoof decisions agree with float and are no less often correct.
+
+Example:
+    >>> gate = make_gate("classifier", "m_fp32.onnx", card, GateLimits.from_profile(profile))  # doctest: +SKIP
+    >>> gate.evaluate("m_int8.onnx").passed                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge.cards import ModelCard
+from edge.profile import DeviceProfile, Thresholds
+from export.roles import Role, RoleData, role_data
+from export.variants import ExportStepError, check_agreement, target_for_file
+
+__all__ = ["GateLimits", "GateResult", "Gate", "make_gate", "RAW_CHECK_INPUTS", "EMBEDDER_FARS", "FACE_MATCH_IOU",
+           "ClassifierGate", "DetectorGate"]
+
+#: Evaluation inputs on which raw outputs are compared with the per-format tolerance.
+RAW_CHECK_INPUTS = 4
+#: FARs at which the embedder's TAR is reported (the profile's target FAR is added).
+EMBEDDER_FARS = (1e-2, 1e-3)
+#: IoU at which a variant's face counts as the float model's face.
+FACE_MATCH_IOU = 0.5
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """Gate limits, normally from the device profile's ``[thresholds]`` table."""
+
+    min_top1_agreement: float = 0.95
+    max_top1_drop: float = 0.02
+    max_map_drop: float = 0.03
+    max_map50_drop: float = 0.03
+    min_face_recall: float = 0.95
+    min_face_iou: float = 0.85
+    max_auc_drop: float = 0.005
+    min_embedding_cosine: float = 0.98
+    min_liveness_agreement: float = 1.0
+    target_far: float = 1e-3
+    liveness_threshold: float = 0.5
+
+    @classmethod
+    def from_thresholds(cls, th: Thresholds) -> "GateLimits":
+        return cls(min_top1_agreement=th.min_top1_agreement, max_top1_drop=th.max_top1_drop,
+                   max_map_drop=th.max_map_drop, max_map50_drop=th.max_map50_drop,
+                   min_face_recall=th.min_face_recall, min_face_iou=th.min_face_iou, max_auc_drop=th.max_auc_drop,
+                   min_embedding_cosine=th.min_embedding_cosine, min_liveness_agreement=th.min_liveness_agreement,
+                   target_far=th.target_far, liveness_threshold=th.liveness)
+
+    @classmethod
+    def from_profile(cls, profile: DeviceProfile) -> "GateLimits":
+        return cls.from_thresholds(profile.thresholds)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The verdict of one gate on one variant.
+
+    Attributes:
+        role / variant: what was gated (``variant`` is the file name unless given).
+        metrics: float and variant figures (JSON-ready).
+        passed: every limit held.
+        failures: one sentence per broken limit.
+        card_thresholds: thresholds to write into the variant's card (embedder: the match
+            threshold re-derived at each FAR), empty otherwise.
+    """
+
+    role: str
+    variant: str
+    metrics: dict
+    passed: bool
+    failures: tuple[str, ...] = ()
+    card_thresholds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _load(path: Path, backend: str | None, threads: int | None):
+    from edge.engines import load_engine
+
+    return load_engine(path, backend=backend, threads=threads)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+class Gate:
+    """Base class: caches the float model's measurement, compares variants with it.
+
+    Subclasses implement ``_measure(path, card, backend) -> dict`` (everything the comparison
+    needs, including ``"raw"``: raw outputs of the first inputs) and
+    ``_compare(ref, got) -> (metrics, failures, card_thresholds)``.
+
+    Args:
+        float_path: the float (fp32) model every variant is compared with.
+        card: the float model's card (preprocessing, labels, crop scale).
+        limits: gate limits.
+        data: calibration/evaluation files (default: :func:`export.roles.role_data`).
+        data_dir: data directory for the default ``data``.
+        threads: inference threads.
+    """
+
+    role: Role
+
+    def __init__(self, float_path: str | Path, card: ModelCard, limits: GateLimits = GateLimits(), *,
+                 data: RoleData | None = None, data_dir: str | Path | None = None, threads: int | None = 1) -> None:
+        self.float_path, self.card, self.limits = Path(float_path), card, limits
+        self.data = data or role_data(self.role, data_dir, model_name=card.name)
+        self.data_dir = data_dir
+        self.threads = threads
+        self._ref: dict | None = None
+
+    @property
+    def reference(self) -> dict:
+        if self._ref is None:
+            self._ref = self._measure(self.float_path, self.card, None)
+        return self._ref
+
+    def float_result(self) -> GateResult:
+        """The float model's own figures (it passes by definition)."""
+        metrics, _, thresholds = self._compare(self.reference, self.reference)
+        return GateResult(self.role.value, self.float_path.name, metrics, True, (), thresholds)
+
+    def evaluate(self, path: str | Path, variant: str | None = None, *, card: ModelCard | None = None,
+                 backend: str | None = None) -> GateResult:
+        """Gate the variant at ``path``.
+
+        Args:
+            path: ``.onnx`` or ``.tflite`` file.
+            variant: name in the result (default: the file name).
+            card: the variant's card when its preprocessing differs (e.g. NHWC TFLite).
+            backend: engine backend (default: by suffix).
+
+        Raises:
+            ExportStepError: the variant cannot be loaded or run (step ``gate``).
+        """
+        p = Path(path)
+        t0 = time.perf_counter()
+        try:
+            got = self._measure(p, card or self.card, backend)
+        except ExportStepError:
+            raise
+        except Exception as e:
+            raise ExportStepError(self.card.name, "gate", f"{p.name} could not be evaluated: {type(e).__name__}: {e}") from e
+        metrics, failures, thresholds = self._compare(self.reference, got)
+        failures = list(failures)
+        try:
+            tol = target_for_file(p).tolerance
+        except ValueError:
+            tol = None
+        if tol is not None:
+            worst = None
+            for ref_raw, got_raw in zip(self.reference["raw"], got["raw"]):
+                ag = check_agreement(ref_raw, got_raw, tol)
+                if worst is None or (not ag.passed and worst.passed) or ag.cosine < worst.cosine:
+                    worst = ag
+            if worst is not None:
+                metrics["raw_cosine"] = round(worst.cosine, 6)
+                metrics["raw_rel_err"] = round(worst.rel_err, 6)
+                if not worst.passed:
+                    failures.append(f"raw output {worst.output!r} outside the {target_for_file(p).key} tolerance: "
+                                    f"cosine {worst.cosine:.4f} (min {tol.min_cosine}), rel. error "
+                                    f"{worst.rel_err:.3g} (max {tol.max_rel_err})")
+        metrics["eval_seconds"] = round(time.perf_counter() - t0, 2)
+        return GateResult(self.role.value, variant or p.name, metrics, not failures, tuple(failures), thresholds)
+
+    # -- to implement --------------------------------------------------------------------------
+    def _measure(self, path: Path, card: ModelCard, backend: str | None) -> dict:  # pragma: no cover
+        raise NotImplementedError
+
+    def _compare(self, ref: dict, got: dict) -> tuple[dict, list[str], dict]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ClassifierGate(Gate):
+    """Top-1 agreement, top-5 overlap and labelled top-1 (see the module docstring)."""
+
+    role = Role.CLASSIFIER
+
+    def _measure(self, path, card, backend):
+        from edge.preprocess import prepare
+        from edge.registry import load_labels
+
+        from export.calibration import read_image
+
+        labels = load_labels(self.card) or []
+        scores, raw = [], []
+        with _load(path, backend, self.threads) as eng:
+            name, out = eng.inputs[0].name, eng.outputs[0].name
+            for i, f in enumerate(self.data.evaluation):
+                x, _ = prepare(read_image(f, self.card.name), card.inputs[0])
+                y = eng.run({name: x})
+                if i < RAW_CHECK_INPUTS:
+                    raw.append(y)
+                scores.append(np.asarray(y[out], np.float32).reshape(-1))
+        return {"scores": np.stack(scores), "raw": raw, "labels": labels}
+
+    def _compare(self, ref, got):
+        from export.roles import LABELLED_SAMPLES
+
+        a, b = ref["scores"], got["scores"]
+        top1_a, top1_b = a.argmax(1), b.argmax(1)
+        top5_a, top5_b = np.argsort(-a, 1)[:, :TOP_K], np.argsort(-b, 1)[:, :TOP_K]
+        overlap = np.mean([len(set(x) & set(y)) / TOP_K for x, y in zip(top5_a, top5_b)])
+        labels = ref["labels"]
+        lab_idx = [(i, LABELLED_SAMPLES[f.name]) for i, f in enumerate(self.data.evaluation)
+                   if f.name in LABELLED_SAMPLES]
+
+        def acc(top1):
+            if not lab_idx or not labels:
+                return None
+            return float(np.mean([labels[top1[i]] in ok if top1[i] < len(labels) else False for i, ok in lab_idx]))
+
+        m = {"images": int(len(a)), "top1_agreement": float(np.mean(top1_a == top1_b)),
+             "top5_overlap": float(overlap), "labelled_images": len(lab_idx),
+             "labelled_top1_float": acc(top1_a), "labelled_top1": acc(top1_b),
+             "logit_cosine": float(np.mean([_cos(x, y) for x, y in zip(a, b)]))}
+        fails = []
+        if m["top1_agreement"] < self.limits.min_top1_agreement:
+            fails.append(f"top-1 agreement with float {m['top1_agreement']:.3f} < {self.limits.min_top1_agreement}")
+        if m["labelled_top1"] is not None and m["labelled_top1_float"] - m["labelled_top1"] > self.limits.max_top1_drop:
+            fails.append(f"labelled top-1 {m['labelled_top1']:.3f} vs float {m['labelled_top1_float']:.3f} "
+                         f"(drop > {self.limits.max_top1_drop})")
+        return m, fails, {}
+
+
+class DetectorGate(Gate):
+    """COCO mAP50-95 and mAP50 on the evaluation boxes, float vs variant."""
+
+    role = Role.DETECTOR
+
+    def _measure(self, path, card, backend):
+        from edge.detect.detector import Detector
+        from edge.evaluate.coco import CocoEvaluator
+        from edge.evaluate.detection import EVAL_NMS_IOU, EVAL_SCORE, class_map
+        from edge.evaluate.yolo_dataset import YoloDataset
+        from edge.registry import load_labels
+
+        from export.calibration import read_image
+        from export.roles import COCO_DIR
+
+        root = self.data.evaluation[0].parent.parent if self.data.evaluation else None
+        ds = YoloDataset(root if root is not None else Path(COCO_DIR))
+        wanted = set(self.data.evaluation)
+        labels = load_labels(self.card)
+        raw = []
+        with _load(path, backend, self.threads) as eng:
+            det = Detector(eng, card, score_threshold=EVAL_SCORE, nms_iou=EVAL_NMS_IOU, labels=labels)
+            cmap = class_map(det.labels, ds.names)
+            ev = CocoEvaluator(cmap.names)
+            for item in ds:
+                if item.image_path not in wanted:
+                    continue
+                img = read_image(item.image_path, self.card.name)
+                h, w = img.shape[:2]
+                prepared = det.preprocess(img)
+                outputs = det.infer(prepared)
+                if len(raw) < RAW_CHECK_INPUTS:
+                    raw.append(outputs)
+                d = det.postprocess(outputs, prepared)
+                dc = cmap.apply(d.class_id)
+                keep = dc >= 0
+                ev.add(item.xyxy(w, h), item.class_id, d.xyxy[keep], d.score[keep], dc[keep])
+        r = ev.evaluate()
+        return {"map50_95": float(r.map50_95), "map50": float(r.map50), "images": int(r.num_images), "raw": raw}
+
+    def _compare(self, ref, got):
+        m = {"images": got["images"], "map50_95_float": ref["map50_95"], "map50_95": got["map50_95"],
+             "map50_float": ref["map50"], "map50": got["map50"]}
+        fails = []
+        if ref["map50_95"] - got["map50_95"] > self.limits.max_map_drop:
+            fails.append(f"mAP50-95 {got['map50_95']:.4f} vs float {ref['map50_95']:.4f} "
+                         f"(drop > {self.limits.max_map_drop})")
+        if ref["map50"] - got["map50"] > self.limits.max_map50_drop:
+            fails.append(f"mAP50 {got['map50']:.4f} vs float {ref['map50']:.4f} (drop > {self.limits.max_map50_drop})")
+        return m, fails, {}
+
+
+def make_gate(role: Role | str, float_path: str | Path, card: ModelCard, limits: GateLimits = GateLimits(),
+              **kwargs) -> Gate:
+    """The gate for ``role`` (see :class:`Gate` for the keyword arguments).
+
+    Raises:
+        ValueError: unknown role.
+    """
+    from export.gates_face import FaceDetectorGate, FaceEmbedderGate, LivenessGate
+
+    classes: dict[Role, type[Gate]] = {Role.CLASSIFIER: ClassifierGate, Role.DETECTOR: DetectorGate,
+                                       Role.FACE_DETECTOR: FaceDetectorGate, Role.FACE_EMBEDDER: FaceEmbedderGate,
+                                       Role.LIVENESS: LivenessGate}
+    return classes[Role(role)](float_path, card, limits, **kwargs)
+
+
+def summarize(results: Sequence[GateResult]) -> list[dict]:
+    """JSON-ready list of results (for reports)."""
+    return [r.to_dict() for r in results]

@@ -1,0 +1,216 @@
+"""Model roles and which real images calibrate and evaluate each one.
+
+The policy, in one place (every folder is relative to the data directory, ``edge.paths.data_dir()``):
+
+======================  =================================  ==========================================
+role                    calibration                        evaluation (disjoint from calibration)
+======================  =================================  ==========================================
+classifier              coco128 images, hash split half    the other half + every ``samples/`` image
+detector                coco128 images, hash split half    the other half, with its boxes
+face detector           deepface photos, hash split half   the other half + antispoof + face samples
+face embedder           deepface photos (aligned crops)    all aligned LFW pairs (another source)
+liveness                deepface photos (enlarged crops)   antispoof live/spoof + face samples
+======================  =================================  ==========================================
+
+The embedder is calibrated on deepface and evaluated on LFW (rather than splitting LFW) so
+that the evaluation keeps all 100 genuine and 19,800 impostor LFW pairs. ImageNet labels are
+known only for a few sample images (:data:`LABELLED_SAMPLES`); the classifier's labelled top-1
+is measured on those alone and says little beyond "no obvious regression".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge import paths
+from edge.cards import ModelCard
+from export.calibration import (CalibrationError, FeedReader, ImageFolderReader, calibration_hash, crops_reader,
+                                face_crops, list_images, split_files)
+
+__all__ = ["Role", "RoleData", "role_of", "role_data", "calibration_reader", "LABELLED_SAMPLES",
+           "LIVENESS_SAMPLES", "FACE_SAMPLES", "COCO_DIR", "DEEPFACE_DIR", "LFW_DIR", "ANTISPOOF_DIR",
+           "SAMPLES_DIR", "default_face_detector", "face_detector_input"]
+
+COCO_DIR = "coco128"
+DEEPFACE_DIR = "faces/deepface"
+LFW_DIR = "faces/lfw100_aligned"
+ANTISPOOF_DIR = "antispoof"
+SAMPLES_DIR = "samples"
+#: Sample photos with faces, used as extra evaluation images for the face roles.
+FACE_SAMPLES = ("face.jpg", "grace_hopper.bmp", "group_t1.jpg", "zidane.jpg")
+#: Sample images whose ImageNet class is known (checked by eye); any listed label is correct.
+#: owl.jpg (a burrowing owl), pets.jpg (two breeds), sunflower.bmp (no such class) are left out.
+LABELLED_SAMPLES: dict[str, tuple[str, ...]] = {
+    "bird.bmp": ("chickadee",),
+    "cat.bmp": ("tabby, tabby cat", "tiger cat", "Egyptian cat"),
+    "dragonfly.bmp": ("dragonfly, darning needle, devil's darning needle, sewing needle, snake feeder, "
+                      "snake doctor, mosquito hawk, skeeter hawk",),
+    "hot_dog.jpg": ("hotdog, hot dog, red hot",),
+    "parrot.jpg": ("macaw",),
+    "grace_hopper.bmp": ("military uniform", "bow tie, bow-tie, bowtie"),
+}
+#: The antispoof samples: True = live face, False = spoof (a photo shown to the camera).
+LIVENESS_SAMPLES: dict[str, bool] = {"image_T1.jpg": True, "image_T2.jpg": True,
+                                     "image_F1.jpg": False, "image_F2.jpg": False}
+
+
+class Role(str, enum.Enum):
+    """What a model does on the device; each role has its own gate."""
+
+    CLASSIFIER = "classifier"
+    DETECTOR = "detector"
+    FACE_DETECTOR = "face_detector"
+    FACE_EMBEDDER = "face_embedder"
+    LIVENESS = "liveness"
+
+
+_TASK_ROLE = {"classification": Role.CLASSIFIER, "object_detection": Role.DETECTOR,
+              "face_detection": Role.FACE_DETECTOR, "face_embedding": Role.FACE_EMBEDDER,
+              "liveness": Role.LIVENESS}
+
+
+def role_of(card: ModelCard) -> Role:
+    """The role of a model card's task.
+
+    Raises:
+        ValueError: a task with no role (``other``).
+    """
+    try:
+        return _TASK_ROLE[card.task]
+    except KeyError:
+        raise ValueError(f"card {card.name!r}: task {card.task!r} has no export role "
+                         f"(roles exist for {', '.join(_TASK_ROLE)})") from None
+
+
+@dataclass(frozen=True)
+class RoleData:
+    """The calibration and evaluation files of a role (disjoint)."""
+
+    role: Role
+    calibration: tuple[Path, ...]
+    evaluation: tuple[Path, ...]
+    note: str
+
+    def __post_init__(self) -> None:
+        overlap = set(self.calibration) & set(self.evaluation)
+        if overlap:  # a policy bug, never a user error
+            raise AssertionError(f"{self.role.value}: calibration and evaluation share {sorted(overlap)[:3]}")
+
+    @property
+    def calibration_hash(self) -> str:
+        return calibration_hash(self.calibration)
+
+
+def _data_root(data_dir: str | Path | None, model_name: str) -> Path:
+    root = Path(data_dir) if data_dir is not None else paths.data_dir()
+    if root is None or not root.is_dir():
+        raise CalibrationError(model_name, f"no data directory ({root}); set EDGE_DATA_DIR")
+    return root
+
+
+def role_data(role: Role | str, data_dir: str | Path | None = None, *, model_name: str = "model") -> RoleData:
+    """The files that calibrate and evaluate ``role`` (see the module table).
+
+    Raises:
+        CalibrationError: a folder is missing or empty.
+    """
+    role = Role(role)
+    root = _data_root(data_dir, model_name)
+    if role in (Role.CLASSIFIER, Role.DETECTOR):
+        split = split_files(list_images(root / COCO_DIR / "images", model_name))
+        extra: tuple[Path, ...] = ()
+        if role is Role.CLASSIFIER:
+            extra = tuple(list_images(root / SAMPLES_DIR, model_name))
+        return RoleData(role, split.calibration, split.evaluation + extra,
+                        f"coco128 split by name hash: {len(split.calibration)} calibration / "
+                        f"{len(split.evaluation)} evaluation images" + (f" + {len(extra)} samples" if extra else ""))
+    faces = list_images(root / DEEPFACE_DIR, model_name)
+    samples = tuple(root / SAMPLES_DIR / n for n in FACE_SAMPLES if (root / SAMPLES_DIR / n).is_file())
+    if role is Role.FACE_DETECTOR:
+        split = split_files(faces)
+        spoof = tuple(list_images(root / ANTISPOOF_DIR, model_name))
+        return RoleData(role, split.calibration, split.evaluation + spoof + samples,
+                        f"deepface photos split by name hash: {len(split.calibration)} calibration / "
+                        f"{len(split.evaluation)} evaluation, + {len(spoof)} antispoof + {len(samples)} samples")
+    if role is Role.FACE_EMBEDDER:
+        lfw = tuple(list_images(root / LFW_DIR, model_name, recursive=True))
+        return RoleData(role, tuple(faces), lfw,
+                        f"calibration: {len(faces)} deepface photos (aligned crops); evaluation: {len(lfw)} LFW crops")
+    spoof = tuple(root / ANTISPOOF_DIR / n for n in LIVENESS_SAMPLES)
+    missing = [str(p) for p in spoof if not p.is_file()]
+    if missing:
+        raise CalibrationError(model_name, f"liveness samples missing: {', '.join(missing)}")
+    return RoleData(role, tuple(faces), spoof + samples,
+                    f"calibration: {len(faces)} deepface photos (enlarged face crops); evaluation: "
+                    f"{len(spoof)} antispoof + {len(samples)} samples")
+
+
+#: Input size a dynamic-shape face detector is calibrated at (YuNet's fixed export).
+FACE_DETECTOR_CALIBRATION_SIZE = (640, 640)
+
+
+def face_detector_input(image, card: ModelCard):
+    """YuNet's own preprocessing (``YuNetDetector.preprocess``): letterbox to the top-left
+    corner with zero padding, BGR 0–255, NCHW float32. The card's ``resize`` does not say this."""
+    import numpy as np
+
+    from edge.vision.face_detectors import check_bgr_image, letterbox
+
+    w, h = card.inputs[0].size
+    size = (w, h) if w and h else FACE_DETECTOR_CALIBRATION_SIZE
+    padded, _, _ = letterbox(check_bgr_image(image), size, center=False)
+    return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def _face_detector_reader(files, card: ModelCard, input_name: str) -> FeedReader:
+    from export.calibration import read_image
+
+    paths = list(files)
+    return FeedReader(len(paths), lambda i: {input_name: face_detector_input(read_image(paths[i], card.name), card)},
+                      files=paths, model_name=card.name)
+
+
+def default_face_detector(threads: int | None = 1):
+    """The float YuNet that makes face crops for calibration and evaluation."""
+    from edge.vision.face_detectors import create_face_detector
+
+    return create_face_detector("yunet", threads=threads)
+
+
+def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path | None = None, *,
+                       max_images: int | None = None, face_detector=None, input_name: str | None = None
+                       ) -> FeedReader:
+    """A calibration reader for ``card``'s model, made from ``role``'s calibration files.
+
+    Args:
+        role: the model's role.
+        card: its card (preprocessing; ``extra.crop_scale`` for liveness).
+        data_dir: data directory (default ``edge.paths.data_dir()``).
+        max_images: use at most this many calibration files (the first in sorted order).
+        face_detector: detector making face crops (default: float YuNet).
+        input_name: graph input name (default: the card's).
+
+    Raises:
+        CalibrationError: missing data, unreadable image, no face found.
+    """
+    role = Role(role)
+    data = role_data(role, data_dir, model_name=card.name)
+    files = data.calibration[:max_images] if max_images else data.calibration
+    spec = card.inputs[0]
+    if role in (Role.CLASSIFIER, Role.DETECTOR):
+        return ImageFolderReader(files, spec, input_name=input_name, model_name=card.name)
+    if role is Role.FACE_DETECTOR:
+        return _face_detector_reader(files, card, input_name or spec.name)
+    det = face_detector or default_face_detector()
+    try:
+        if role is Role.FACE_EMBEDDER:
+            crops, used = face_crops(files, det, "aligned", model_name=card.name)
+        else:
+            crops, used = face_crops(files, det, "liveness", crop_scale=card.extra.get("crop_scale"),
+                                     model_name=card.name)
+    finally:
+        if face_detector is None:
+            det.close()
+    return crops_reader(crops, spec, used, input_name=input_name, model_name=card.name)
