@@ -133,7 +133,7 @@ def test_service_serves_health_and_metrics_and_applies_zones(tmp_path, detector,
     for stage in ("capture", "preprocess", "inference", "decode", "tracking", "zones", "sinks", "end_to_end"):
         row = metrics["latency_ms"][stage]
         assert 0 <= row["p50"] <= row["p90"] <= row["p99"], stage
-    assert set(metrics["queue_depth"]) == {"frames", "batches"}
+    assert set(metrics["queue_depth"]) == {"frames", "prepared", "results", "batches"}
     assert metrics["broker"] is None and metrics["buffered_events"] == 0
 
     summary = out["summary"]

@@ -1,4 +1,4 @@
-"""The hand-over between a capture thread and an inference loop: latest-frame or every-frame.
+"""A bounded hand-over between two pipeline stages: latest-frame or every-frame.
 
 Example:
     >>> slot = FrameSlot("latest", 1)
@@ -21,7 +21,7 @@ PUT_POLL = 0.1
 
 
 class FrameSlot:
-    """A bounded hand-over between the capture thread and the inference loop.
+    """A bounded hand-over between two stage threads (capture → prepare → infer → post-process).
 
     Args:
         policy: ``"latest"``: :meth:`put` never blocks; when full the oldest frame is dropped
@@ -67,10 +67,30 @@ class FrameSlot:
             self._cond.notify_all()
             return item
 
+    def wait_room(self, timeout: float | None = None) -> bool:
+        """Wait until a :meth:`put` would not have to drop or wait (or the slot closes).
+
+        A producer that calls this *before* taking its next input hands over the freshest input
+        it can: with the ``latest`` policy it does not prepare a frame only to hold it while the
+        consumer is busy.
+
+        Returns:
+            True when there is room and the slot is open; False on close or ``timeout``.
+        """
+        with self._cond:
+            if len(self._items) >= self.capacity and not self._closed:
+                self._cond.wait(timeout)
+            return len(self._items) < self.capacity and not self._closed
+
     def count_drop(self, n: int = 1) -> None:
         """Count frames dropped outside the slot (e.g. captured after it closed)."""
         with self._cond:
             self.dropped += n
+
+    @property
+    def closed(self) -> bool:
+        """No more puts will be accepted."""
+        return self._closed
 
     @property
     def finished(self) -> bool:

@@ -1,22 +1,34 @@
-"""The long-running detection service: capture → detect → track → zones → sinks.
+"""The long-running detection service: capture → prepare → infer → post-process → sinks.
 
-Threads and queues (all bounded):
+Each stage runs in its own thread and hands over to the next through a bounded
+:class:`FrameSlot`, so preprocessing of frame ``n + 1`` and decoding, tracking and zones of frame
+``n - 1`` overlap inference of frame ``n`` (onnxruntime, LiteRT and OpenCV release the GIL while
+they compute):
 
-- a **capture** thread reads frames into a :class:`FrameSlot`. With the ``latest`` policy (live
-  sources) the slot holds one frame and a new frame replaces an unprocessed one, which is
-  counted as dropped: the pipeline drops frames rather than lag behind the camera. With the
-  ``all`` policy (recorded files) the capture thread waits for room instead, so every frame of a
-  file is processed;
-- the **inference** loop (the thread that calls :meth:`DetectionService.run`) detects, tracks
-  and turns tracks into zone events;
-- a **sink** thread hands each frame's :class:`EventBatch` to every sink through a bounded
-  queue (when sinks fall behind the inference loop waits: events are never dropped in memory;
-  the network sinks keep their own disk buffers);
+- **capture** reads frames into the frame slot. With the ``latest`` policy (live sources) the
+  slot holds one frame and a new frame replaces an unprocessed one, which is counted as dropped:
+  the pipeline drops frames rather than lag behind the camera. With the ``all`` policy (recorded
+  files) capture waits for room instead, so every frame of a file is processed;
+- **prepare** waits until the inference stage has room, then takes the newest frame and runs
+  :meth:`Detector.preprocess` (letterbox / resize) on it; waiting *first* keeps the frame it
+  prepares as fresh as the overlap allows: at most one inference old when inference starts;
+- **infer** (the thread that calls :meth:`DetectionService.run`) runs :meth:`Detector.infer`;
+- **post-process** runs :meth:`Detector.postprocess` (decode + NMS), the tracker and the zones in
+  frame order, and counts events;
+- **sinks** hands each frame's :class:`EventBatch` to every sink through a bounded queue (when
+  sinks fall behind, post-processing waits: events are never dropped in memory; the network
+  sinks keep their own disk buffers);
 - optionally a small HTTP endpoint (``/health``, ``/metrics``) on 127.0.0.1.
 
+Frames are dropped only before inference (the frame slot under ``latest``, and frames still
+waiting in the first two hand-overs at a stop); every inferred frame is post-processed and its
+events reach the sinks. ``frames_captured == frames_processed + frames_dropped`` after a run.
+
 :meth:`DetectionService.request_stop` is safe to call from a signal handler: it only sets a
-flag. The service then finishes the frame in hand, passes every event produced so far to the
-sinks, lets them deliver what they hold (``drain_timeout``), and returns.
+flag. The service then finishes the inference in hand, post-processes every inferred frame,
+passes every event produced to the sinks, lets them deliver what they hold (``drain_timeout``),
+and returns. An error in any stage stops the service the same way and is raised by
+:meth:`~DetectionService.run` afterwards.
 
 Example:
     >>> from edge.sources import open_source                              # doctest: +SKIP
@@ -47,7 +59,7 @@ from edge.detect.tracker import ByteTracker
 from edge.detect.zones import ZoneMonitor
 from edge.errors import EdgeError, ServiceError
 from edge.sources.files import ImageFileSource, ImageFolderSource, VideoFileSource
-from edge.types import Frame
+from edge.types import Detections, Frame
 
 __all__ = ["DetectionService", "ServiceOptions", "ServiceSummary", "FrameSlot", "FRAME_POLICIES", "frame_policy_for"]
 
@@ -58,6 +70,11 @@ FRAME_POLICIES = ("auto", "latest", "all")
 STOP_POLL = 0.1
 #: Seconds to wait for the capture thread to return from a blocking read at shutdown.
 CAPTURE_JOIN_TIMEOUT = 5.0
+#: Prepared tensors waiting for inference: one, so preprocessing runs exactly one frame ahead.
+PREPARED_QUEUE = 1
+#: Inference outputs waiting for post-processing: two absorb jitter (a GIL hand-over, a slow
+#: tracker step) without letting the inference stage run far ahead of the events.
+RESULTS_QUEUE = 2
 _MS = 1e3
 #: JPEG quality of the crops attached to events with ``event_image``.
 EVENT_IMAGE_QUALITY = 80
@@ -74,7 +91,7 @@ class ServiceOptions:
 
     Attributes:
         frame_policy: ``auto`` (see :func:`frame_policy_for`), ``latest`` or ``all``.
-        frame_queue: frames buffered with the ``all`` policy.
+        frame_queue: captured frames buffered with the ``all`` policy (``latest`` holds one).
         batch_queue: frame results waiting for the sinks, at most.
         health_port: port of the ``/health`` + ``/metrics`` endpoint; None: no endpoint; 0: any free port.
         health_host: address of that endpoint.
@@ -121,12 +138,30 @@ def _crop_jpeg_b64(image: np.ndarray, box: tuple[float, float, float, float]) ->
     return base64.b64encode(data.tobytes()).decode("ascii") if ok else None
 
 
+class _DetectOnly:
+    """Stages for a detector that only has ``detect``: everything runs in the infer stage."""
+
+    def __init__(self, detector) -> None:
+        self._detector = detector
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+    def infer(self, image: np.ndarray) -> Detections:
+        return self._detector.detect(image)
+
+    def postprocess(self, dets: Detections, _image: np.ndarray) -> Detections:
+        return dets
+
+
 class DetectionService:
     """Run a detector over a source and report events to sinks until the source ends or a stop.
 
     Args:
         source: an opened or unopened :class:`~edge.sources.FrameSource` (the caller closes it).
-        detector: anything with ``detect(image_bgr) -> Detections``, ``labels`` and ``timings``.
+        detector: a :class:`~edge.detect.Detector` (its ``preprocess``, ``infer`` and
+            ``postprocess`` run in separate stage threads) or anything with
+            ``detect(image_bgr) -> Detections`` and ``labels`` (run whole in the infer stage).
         sinks: where events go; the service closes them at the end.
         tracker: default :class:`ByteTracker` with its default thresholds.
         zones: default :class:`ZoneMonitor` over the whole frame.
@@ -136,6 +171,8 @@ class DetectionService:
     def __init__(self, source, detector, *, sinks: Sequence[Sink] = (), tracker: ByteTracker | None = None,
                  zones: ZoneMonitor | None = None, options: ServiceOptions | None = None) -> None:
         self.source, self.detector = source, detector
+        staged = all(callable(getattr(detector, m, None)) for m in ("preprocess", "infer", "postprocess"))
+        self._stages = detector if staged else _DetectOnly(detector)
         self.sinks = list(sinks)
         self.options = options or ServiceOptions()
         self.labels = tuple(getattr(detector, "labels", ()) or ())
@@ -144,19 +181,23 @@ class DetectionService:
         policy = self.options.frame_policy
         self.policy = frame_policy_for(source) if policy == "auto" else policy
         self.slot = FrameSlot(self.policy, 1 if self.policy == "latest" else self.options.frame_queue)
+        self._prepared = FrameSlot("all", PREPARED_QUEUE)
+        self._results = FrameSlot("all", RESULTS_QUEUE)
         self._batches: queue.Queue = queue.Queue(self.options.batch_queue)
         self.latency = LatencyStats()
         self.fps = RateMeter()
         self._stop_requested = False
         self._stopping = False
-        self._capture_error: BaseException | None = None
+        self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
         self._sink_errors = 0
         self.frames_captured = self.frames_processed = self.events_total = 0
         self.events_by_type: dict[str, int] = {}
         self._started = time.monotonic()
         self._health: HealthServer | None = None
-        self._capture_thread = threading.Thread(target=self._capture, name="capture", daemon=True)
-        self._sink_thread = threading.Thread(target=self._deliver, name="sinks", daemon=True)
+        self._threads = {name: threading.Thread(target=target, name=name, daemon=True) for name, target in (
+            ("capture", self._capture), ("prepare", self._prepare), ("postprocess", self._postprocess),
+            ("sinks", self._deliver))}
 
     # -- control -----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -171,11 +212,16 @@ class DetectionService:
     def health_port(self) -> int | None:
         return self._health.port if self._health is not None else None
 
+    @property
+    def frames_dropped(self) -> int:
+        """Frames captured but never inferred (latest-frame replacements and frames left at a stop)."""
+        return self.slot.dropped + self._prepared.dropped + self._results.dropped
+
     def run(self) -> ServiceSummary:
         """Process frames until the source ends or :meth:`request_stop`; then flush and close the sinks.
 
         Raises:
-            SourceError: (or another error of the capture thread) after the sinks were flushed.
+            SourceError: (or another error of a stage thread) after the sinks were flushed.
             ServiceError: the health port could not be bound (the sinks are closed, nothing ran).
         """
         if self.options.health_port is not None:
@@ -189,26 +235,25 @@ class DetectionService:
                                    f"{self.options.health_port}: {exc.strerror or exc}") from None
             log.info("health endpoint on http://%s:%d/health", self.options.health_host, self._health.port)
         self._started = time.monotonic()
-        self._capture_thread.start()
-        self._sink_thread.start()
+        for thread in self._threads.values():
+            thread.start()
         try:
-            while True:
-                if self._stop_requested:
-                    break
-                item = self.slot.get(STOP_POLL)
-                if item is None:
-                    if self.slot.finished:
-                        break
-                    continue
-                self._process(*item)
+            self._infer_loop()
         finally:
             self._shutdown()
-        if self._capture_error is not None:
-            raise self._capture_error
-        return ServiceSummary(self.frames_captured, self.frames_processed, self.slot.dropped, self.events_total,
+        if self._error is not None:
+            raise self._error
+        return ServiceSummary(self.frames_captured, self.frames_processed, self.frames_dropped, self.events_total,
                               self._stop_requested, self.metrics())
 
-    # -- threads -----------------------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        """Keep a stage thread's error for :meth:`run` to raise, and stop the service."""
+        with self._error_lock:
+            if self._error is None:
+                self._error = exc
+        self._stop_requested = True
+
+    # -- stages ------------------------------------------------------------------------------
     def _capture(self) -> None:
         try:
             while not self.stopping:
@@ -223,23 +268,80 @@ class DetectionService:
                     self.slot.count_drop()  # closed while handing over: counted, not processed
                     break
         except BaseException as exc:  # noqa: BLE001 - re-raised by run()
-            self._capture_error = exc
-            self._stop_requested = True
+            self._fail(exc)
         finally:
             self.slot.close()
 
-    def _process(self, frame: Frame, t_captured: float) -> None:
-        dets = self.detector.detect(frame.image)
-        for stage, ms in self.detector.timings.as_dict().items():
-            self.latency.record(stage, ms)
+    def _prepare(self) -> None:
+        try:
+            while not self.stopping:
+                # Room first, frame second: under ``latest`` the frame taken is the newest one.
+                if not self._prepared.wait_room(STOP_POLL):
+                    if self._prepared.closed:
+                        break
+                    continue
+                item = self.slot.get(STOP_POLL)
+                if item is None:
+                    if self.slot.finished:
+                        break
+                    continue
+                frame, t_captured = item
+                t0 = time.perf_counter()
+                prepared = self._stages.preprocess(frame.image)
+                self.latency.record("preprocess", (time.perf_counter() - t0) * _MS)
+                if not self._prepared.put((frame, prepared, t_captured)):
+                    self._prepared.count_drop()
+                    break
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+            self._fail(exc)
+        finally:
+            self._prepared.close()
+
+    def _infer_loop(self) -> None:
+        idle_since = None  # end of the previous inference: the gap to the next is the stage's idle time
+        while not self._stop_requested:
+            item = self._prepared.get(STOP_POLL)
+            if item is None:
+                if self._prepared.finished:
+                    break
+                continue
+            frame, prepared, t_captured = item
+            t0 = time.perf_counter()
+            if idle_since is not None:
+                self.latency.record("inference_idle", (t0 - idle_since) * _MS)
+            outputs = self._stages.infer(prepared)
+            idle_since = time.perf_counter()
+            self.latency.record("inference", (idle_since - t0) * _MS)
+            if not self._results.put((frame, prepared, outputs, t_captured)):  # post-processing failed
+                self._results.count_drop()
+                break
+
+    def _postprocess(self) -> None:
+        try:
+            while True:  # no stop check: every inferred frame is finished
+                item = self._results.get(STOP_POLL)
+                if item is None:
+                    if self._results.finished:
+                        break
+                    continue
+                self._process(*item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+            self._fail(exc)
+        finally:
+            self._results.close(discard=True)  # after a failure: release (and count) what waits
+
+    def _process(self, frame: Frame, prepared, outputs, t_captured: float) -> None:
         t0 = time.perf_counter()
-        tracked = self.tracker.update(dets)
+        dets = self._stages.postprocess(outputs, prepared)
         t1 = time.perf_counter()
+        tracked = self.tracker.update(dets)
+        t2 = time.perf_counter()
         events = self.zones.update(tracked, frame_size=(frame.width, frame.height), frame_time=frame.timestamp,
                                    frame_index=frame.index, ended_ids=self.tracker.ended_ids, source=frame.source_id)
-        t2 = time.perf_counter()
-        self.latency.record("tracking", (t1 - t0) * _MS)
-        self.latency.record("zones", (t2 - t1) * _MS)
+        t3 = time.perf_counter()
+        self.latency.record("decode", (t1 - t0) * _MS)
+        self.latency.record("tracking", (t2 - t1) * _MS)
+        self.latency.record("zones", (t3 - t2) * _MS)
         if events and (self.options.event_image or self.options.device):
             events = [self._finish_event(e, frame) for e in events]
         self.frames_processed += 1
@@ -281,12 +383,18 @@ class DetectionService:
 
     def _shutdown(self) -> None:
         self._stopping = True
+        # Frames not yet inferred are dropped (and counted); inferred ones are finished.
         self.slot.close(discard=True)
-        self._capture_thread.join(CAPTURE_JOIN_TIMEOUT)
-        if self._capture_thread.is_alive():
+        self._prepared.close(discard=True)
+        capture = self._threads["capture"]
+        capture.join(CAPTURE_JOIN_TIMEOUT)
+        if capture.is_alive():
             log.warning("capture thread still blocked in a read after %.0f s; leaving it", CAPTURE_JOIN_TIMEOUT)
+        self._threads["prepare"].join()
+        self._results.close()
+        self._threads["postprocess"].join()
         self._batches.put(None)
-        self._sink_thread.join()
+        self._threads["sinks"].join()
         for sink in self.sinks:
             try:
                 sink.close(self.options.drain_timeout)
@@ -298,7 +406,7 @@ class DetectionService:
     # -- observability -----------------------------------------------------------------------
     def health(self) -> dict:
         status = "stopping" if self.stopping else "ok" if self.frames_processed else "starting"
-        if self._capture_error is not None:
+        if self._error is not None:
             status = "failed"
         return {"status": status, "uptime_s": round(time.monotonic() - self._started, 3),
                 "frames_processed": self.frames_processed}
@@ -314,8 +422,13 @@ class DetectionService:
             "fps_mean": round(self.frames_processed / elapsed, 3),
             "frames_captured": self.frames_captured,
             "frames_processed": self.frames_processed,
-            "frames_dropped": self.slot.dropped,
-            "queue_depth": {"frames": len(self.slot), "batches": self._batches.qsize()},
+            "frames_dropped": self.frames_dropped,
+            # Where frames were dropped: the frame slot (latest-frame policy) or, at a stop,
+            # the hand-overs before inference.
+            "frames_dropped_at": {"frames": self.slot.dropped, "prepared": self._prepared.dropped,
+                                  "results": self._results.dropped},
+            "queue_depth": {"frames": len(self.slot), "prepared": len(self._prepared),
+                            "results": len(self._results), "batches": self._batches.qsize()},
             "latency_ms": self.latency.summary(),
             "events": self.events_total,
             "events_by_type": dict(self.events_by_type),

@@ -1,0 +1,367 @@
+"""One model's path through ``edge-export build``: float ONNX → variants → checks → gates → pick.
+
+For a source model of a role this module:
+
+1. makes the float ONNX reference (PyTorch sources are exported, ONNX sources prepared by
+   :func:`export.onnx_prep.prepare_onnx`);
+2. produces the requested variants (:mod:`export.tflite` for TFLite, :mod:`export.quantize`
+   for ONNX) — each is loaded by ``edge``'s engine and compared with the float ONNX on a real
+   input within its per-format tolerance;
+3. gates every variant with the role's accuracy gate (:mod:`export.gates`); a full-integer
+   TFLite variant that fails gets layers kept in float (:mod:`export.tflite_fallback`) until it
+   passes or the limit is reached;
+4. times every variant here, on the profile runtime's backend (a proxy for the board: the
+   ranking of variants, not the milliseconds, is what carries over), and picks the fastest
+   variant of the profile's format that passed its gate.
+
+Example:
+    >>> mb = ModelBuild(source, work_dir, ctx)       # doctest: +SKIP
+    >>> outcome = mb.run()                            # doctest: +SKIP
+    >>> outcome.chosen.path                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge.cards import ModelCard, load_card
+from edge.registry import get_card, resolve
+from export.variants import ExportStepError, check_agreement, get_target
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SourceModel", "BuildContext", "VariantReport", "ModelOutcome", "ModelBuild", "measure_latency_ms"]
+
+#: Latency measurement: warm-up runs, then runs until both limits are reached.
+LATENCY_WARMUP = 3
+LATENCY_MIN_RUNS = 10
+LATENCY_MIN_SECONDS = 1.0
+LATENCY_MAX_RUNS = 200
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A float source model of a role: its registry name and, for PyTorch sources, the exporter.
+
+    Attributes:
+        role: the bundle role.
+        name: registry card name.
+        loader: ``"module:function"`` building the torch module from the weights path (PyTorch
+            sources), ``None`` for ONNX sources.
+        exporter: ``"module:function"`` ``(out_dir) -> (onnx_path, card_path)`` exporting the
+            float ONNX (PyTorch sources).
+    """
+
+    role: str
+    name: str
+    loader: str | None = None
+    exporter: str | None = None
+
+    @property
+    def is_torch(self) -> bool:
+        return self.loader is not None
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every model build shares."""
+
+    keys: tuple[str, ...]  # target keys to produce
+    runtime_format: str  # "tflite" | "onnx": the format the profile's runtime loads
+    runtime_backend: str  # edge backend name used for timing
+    threads: int
+    limits: object  # export.gates.GateLimits
+    max_calibration: int = 64
+    fallback: bool = True
+    progress: Callable[[str], None] = lambda msg: None
+
+
+@dataclass
+class VariantReport:
+    """Everything measured about one variant (JSON-ready through :meth:`to_dict`)."""
+
+    key: str
+    path: Path
+    size: int
+    seconds: float = 0.0
+    agreement: dict = field(default_factory=dict)
+    gate: object = None  # export.gates.GateResult
+    latency_ms: float | None = None
+    keep_float: tuple[str, ...] = ()
+    note: str = ""
+    card: ModelCard | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.gate is not None and self.gate.passed
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "file": self.path.name, "size": self.size, "seconds": round(self.seconds, 2),
+                "agreement": self.agreement, "latency_ms": self.latency_ms,
+                "gate": self.gate.to_dict() if self.gate is not None else None, "passed": self.passed,
+                "kept_float": list(self.keep_float), "note": self.note}
+
+
+@dataclass
+class ModelOutcome:
+    """The result of :meth:`ModelBuild.run`."""
+
+    source: SourceModel
+    card: ModelCard  # the source's registry card
+    float_onnx: Path
+    variants: list[VariantReport]
+    chosen: VariantReport
+    reason: str
+    calibration_hash: str
+    calibration_note: str
+    calibration_images: int
+    prep: dict
+    fallback: list[dict]
+
+
+def _call(spec: str, *args):
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)(*args)
+
+
+def measure_latency_ms(path: Path, backend: str, threads: int, feeds: dict) -> float:
+    """Median wall time of one inference here (warm-up first; at least 10 runs and 1 s)."""
+    from edge.engines import load_engine
+
+    with load_engine(path, backend=backend, threads=threads) as eng:
+        f = {i.name: x for i, x in zip(eng.inputs, feeds.values())}
+        for _ in range(LATENCY_WARMUP):
+            eng.run(f)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < LATENCY_MAX_RUNS and (len(times) < LATENCY_MIN_RUNS
+                                                   or time.perf_counter() - start < LATENCY_MIN_SECONDS):
+            t0 = time.perf_counter()
+            eng.run(f)
+            times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1e3, 3)
+
+
+def _agreement(ag) -> dict:
+    tol = ag.tolerance
+    return {"cosine": round(ag.cosine, 6), "rel_err": round(ag.rel_err, 6), "within_tolerance": ag.passed,
+            "tolerance": {"min_cosine": tol.min_cosine, "max_rel_err": tol.max_rel_err}}
+
+
+def _run(path: Path, backend: str, feeds: dict) -> dict:
+    from edge.engines import load_engine
+
+    with load_engine(path, backend=backend, threads=1) as eng:
+        return eng.run({i.name: x for i, x in zip(eng.inputs, feeds.values())})
+
+
+class ModelBuild:
+    """Build, check, gate and time the variants of one source model (see the module docstring)."""
+
+    def __init__(self, source: SourceModel, work: Path, ctx: BuildContext) -> None:
+        self.source, self.ctx = source, ctx
+        self.work = Path(work) / source.name
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.card = get_card(source.name)
+        self.ref = resolve(source.name)
+        self._qsvs: dict | None = None
+
+    def say(self, msg: str) -> None:
+        self.ctx.progress(f"{self.source.role}/{self.source.name}: {msg}")
+
+    # -- float reference -------------------------------------------------------------------------
+    def float_onnx(self) -> tuple[Path, ModelCard, dict]:
+        """The float ONNX the variants are checked and gated against, its card, and what prep did."""
+        from export.onnx_export import write_card
+
+        if self.source.is_torch:
+            self.say("exporting the float model to ONNX")
+            onnx_path, card_path = _call(self.source.exporter, self.work / "onnx")
+            return Path(onnx_path), load_card(card_path), {"exported_from": "pytorch"}
+        from export.onnx_prep import PrepOptions, prepare_onnx
+
+        self.say("preparing the float ONNX (weight inputs, opset, basic optimisation)")
+        dst = self.work / "onnx" / f"{self.source.name}_fp32.onnx"
+        res = prepare_onnx(self.ref.path, dst, PrepOptions(rewrite_prelu=self.ctx.runtime_format == "onnx"),
+                           model_name=self.source.name)
+        card = load_card(write_card(self.card, res.path, dst.with_suffix(".json"), name=dst.stem))
+        prep = {"opset_in": res.opset_in, "opset_out": res.opset_out, "dropped_weight_inputs": len(res.dropped_inputs),
+                "rewrites": [{"name": r.name, "nodes": r.nodes, "max_abs_diff": r.max_abs_diff} for r in res.rewrites],
+                "nodes_in": res.nodes_in, "nodes_out": res.nodes_out}
+        return res.path, card, prep
+
+    # -- variants --------------------------------------------------------------------------------
+    def _tflite_fp32(self, dst: Path) -> Path:
+        from export.tflite import onnx_to_tflite, torch_to_tflite
+
+        if self.source.is_torch:
+            model = _call(self.source.loader, self.ref.path)
+            spec = self.card.inputs[0]
+            return torch_to_tflite(model, [np.zeros(spec.shape, np.float32)], dst, input_names=[spec.name],
+                                   output_names=[o.name for o in self.card.outputs], model_name=self.source.name)
+        return onnx_to_tflite(self.ref.path, dst, model_name=self.source.name)
+
+    def _tflite(self, key: str, fp32: Path | None, reader, feeds: dict, reference: dict) -> VariantReport:
+        from export.tflite import TfliteQuantOptions, calibrate_tflite, make_variant, tflite_card
+
+        dst = self.work / "tflite" / get_target(key).filename(self.source.name)
+        t0 = time.perf_counter()
+        if key == "tflite_fp32":
+            self.say("converting to TFLite fp32 (litert-torch)")
+            fp32 = self._tflite_fp32(dst)
+        elif get_target(key).calibrated and self._qsvs is None:
+            self.say(f"calibrating TFLite activations on {len(reader)} real inputs")
+            self._qsvs = calibrate_tflite(fp32, reader, model_name=self.source.name)
+        if key != "tflite_fp32":
+            self.say(f"making {key}")
+        target = get_target(key)
+        result, ag = make_variant(key, fp32, dst, check_feeds=feeds, reference=reference,
+                                  options=TfliteQuantOptions(), qsvs=self._qsvs, model_name=self.source.name,
+                                  strict=target.precision.value != "int8")
+        card = tflite_card(self.card, result.path, key)
+        return VariantReport(key, result.path, result.size, time.perf_counter() - t0, _agreement(ag), card=card)
+
+    def _onnx(self, key: str, float_onnx: Path, float_card: ModelCard, reader, feeds: dict,
+              reference: dict) -> VariantReport:
+        from export.onnx_export import write_card
+        from export.quantize import QuantOptions, convert_onnx_fp16, quantize_onnx_int8
+
+        target = get_target(key)
+        dst = self.work / "onnx" / target.filename(self.source.name)
+        t0 = time.perf_counter()
+        self.say(f"making {key}")
+        if key == "onnx_fp32":
+            dst = float_onnx
+        elif key == "onnx_fp16":
+            convert_onnx_fp16(float_onnx, dst, model_name=self.source.name)
+        else:
+            quantize_onnx_int8(float_onnx, dst, reader, QuantOptions(), model_name=self.source.name)
+        got = _run(dst, "onnxruntime", feeds)
+        ag = check_agreement(reference, got, target.tolerance)
+        if not ag.passed and target.precision.value != "int8":  # int8: the gate repeats the check and rejects it
+            raise ExportStepError(self.source.name, f"{key} check", f"{dst.name} disagrees with the float model on "
+                                  f"{ag.output!r}: cosine {ag.cosine:.5f}, rel. error {ag.rel_err:.3g}")
+        card = load_card(write_card(self.card, dst, dst.with_suffix(".json"), name=dst.stem,
+                                    extra={"variant": key, "io_dtype": target.io_dtype}))
+        return VariantReport(key, dst, dst.stat().st_size, time.perf_counter() - t0, _agreement(ag), card=card)
+
+    # -- fallback --------------------------------------------------------------------------------
+    def _tflite_fallback(self, failed: VariantReport, fp32: Path, reader, gate) -> tuple[VariantReport | None, list]:
+        from export.tflite import TfliteQuantOptions, quantize_tflite, tflite_card
+        from export.tflite_fallback import fallback_search, rank_layers
+        from export.tflite_fb import list_ops
+
+        self.say(f"{failed.key} failed its gate ({'; '.join(failed.gate.failures)}); ranking layers by "
+                 "quantisation error")
+        samples = [reader.feeds(i) for i in range(min(len(reader), 8))]
+        ranking = rank_layers(fp32, failed.path, samples)
+        results: dict[Path, object] = {}
+
+        def quantize(keep: tuple[str, ...]) -> Path:
+            dst = failed.path.with_name(f"{self.source.name}_keep{len(keep)}{get_target(failed.key).suffix}")
+            self.say(f"re-quantising with the {len(keep)} worst layer(s) in float")
+            return quantize_tflite(fp32, dst, failed.key, options=TfliteQuantOptions(keep_float=keep),
+                                   qsvs=self._qsvs, model_name=self.source.name)
+
+        def accept(path: Path):
+            res = gate.evaluate(path, card=tflite_card(self.card, path, failed.key))
+            results[path] = res
+            return res.passed, res
+
+        steps = fallback_search(ranking, quantize, accept, total_ops=len(list_ops(fp32)))
+        log_rows = [{"kept_float": len(s.keep_float), "file": s.path.name, "passed": s.accepted,
+                     "failures": list(results[s.path].failures)} for s in steps]
+        top = {r.output: {"op": r.op, "index": r.index, "added_error": round(r.added, 4)} for r in ranking[:32]}
+        for row, s in zip(log_rows, steps):
+            row["layers"] = [{"output": n[:120], **top.get(n, {})} for n in s.keep_float]
+        if not steps or not steps[-1].accepted:
+            return None, log_rows
+        s = steps[-1]
+        card = tflite_card(self.card, s.path, failed.key, extra={"kept_float": len(s.keep_float)})
+        rep = VariantReport(failed.key, s.path, s.path.stat().st_size, 0.0, failed.agreement, results[s.path],
+                            keep_float=s.keep_float, note=f"{len(s.keep_float)} layer(s) kept in float", card=card)
+        return rep, log_rows
+
+    # -- the whole thing -------------------------------------------------------------------------
+    def run(self) -> ModelOutcome:
+        from export.gates import make_gate
+        from export.roles import calibration_reader, role_data
+
+        float_onnx, float_card, prep = self.float_onnx()
+        data = role_data(self.source.role, model_name=self.source.name)
+        self.say(f"loading calibration data ({data.note})")
+        reader = calibration_reader(self.source.role, float_card, max_images=self.ctx.max_calibration)
+        feeds = reader.feeds(0)
+        reference = _run(float_onnx, "onnxruntime", feeds)
+        gate = make_gate(self.source.role, float_onnx, float_card, self.ctx.limits, data=data,
+                         threads=self.ctx.threads)
+        self.say("measuring the float model on the evaluation data")
+        gate.reference  # noqa: B018 - measure the float model once, up front (progress is clearer)
+        variants: list[VariantReport] = []
+        fp32_tflite: Path | None = None
+        for key in self.ctx.keys:
+            if key.startswith("tflite"):
+                v = self._tflite(key, fp32_tflite, reader, feeds, reference)
+                if key == "tflite_fp32":
+                    fp32_tflite = v.path
+            else:
+                v = self._onnx(key, float_onnx, float_card, reader, feeds, reference)
+            self.say(f"gating {v.path.name}")
+            v.gate = gate.evaluate(v.path, card=v.card)
+            variants.append(v)
+        fallback_log: list = []
+        if self.ctx.fallback and fp32_tflite is not None:
+            for v in list(variants):
+                if v.key == "tflite_int8" and not v.passed:
+                    fixed, fallback_log = self._tflite_fallback(v, fp32_tflite, reader, gate)
+                    if fixed is not None:
+                        variants.append(fixed)
+        for v in variants:
+            if get_target(v.key).format.value == self.ctx.runtime_format:
+                v.latency_ms = measure_latency_ms(v.path, self.ctx.runtime_backend, self.ctx.threads, feeds)
+        chosen, reason = self._choose(variants)
+        chosen.card = self._final_card(chosen)
+        cal_hash = reader.hash
+        return ModelOutcome(self.source, self.card, float_onnx, variants, chosen, reason, cal_hash, data.note,
+                            len(reader), prep, fallback_log)
+
+    def _choose(self, variants: list[VariantReport]) -> tuple[VariantReport, str]:
+        fmt = self.ctx.runtime_format
+        mine = [v for v in variants if get_target(v.key).format.value == fmt]
+        ok = [v for v in mine if v.passed]
+        if not mine:
+            raise ExportStepError(self.source.name, "choose", f"no {fmt} variant was built (check --formats)")
+        if not ok:
+            raise ExportStepError(self.source.name, "choose", f"no {fmt} variant passed its gate: " + "; ".join(
+                f"{v.path.name}: {', '.join(v.gate.failures)}" for v in mine))
+        best = min(ok, key=lambda v: v.latency_ms)
+        rejected = [v for v in mine if not v.passed and v.latency_ms is not None and v.latency_ms < best.latency_ms]
+        reason = f"fastest {fmt} variant that passed its gate ({best.latency_ms:.2f} ms here)"
+        if rejected:
+            reason += "; faster but rejected by the gate: " + ", ".join(
+                f"{v.path.name} ({v.latency_ms:.2f} ms: {'; '.join(v.gate.failures)})" for v in rejected)
+        return best, reason
+
+    def _final_card(self, v: VariantReport) -> ModelCard:
+        card = v.card
+        thresholds = dict(card.thresholds)
+        thresholds.update(v.gate.card_thresholds or {})
+        extra = dict(card.extra)
+        extra["gate"] = {"passed": v.gate.passed, "metrics": v.gate.metrics}
+        if v.keep_float:
+            extra["kept_float"] = list(v.keep_float)
+        return replace(card, thresholds=thresholds, extra=extra)
+
+
+def default_threads(profile_threads: int) -> int:
+    """The profile's thread count, capped at this machine's cores."""
+    return max(1, min(int(profile_threads), os.cpu_count() or 1))

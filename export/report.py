@@ -1,0 +1,92 @@
+"""The bundle's Markdown report, rendered from the JSON report (one source of truth).
+
+The JSON report (``report.json``) is built by :mod:`export.build`; :func:`render_markdown`
+turns it into ``report.md``: a summary table of the chosen variant per role, then per model
+every variant's size, speed here, agreement with the float model, gate figures and verdict,
+layers kept in float, calibration data and hash, licence, and the converter versions.
+"""
+
+from __future__ import annotations
+
+__all__ = ["render_markdown"]
+
+#: Gate metrics shown in the per-variant table, by role (the JSON report has them all).
+KEY_METRICS = {
+    "classifier": ("top1_agreement", "top5_overlap", "labelled_top1"),
+    "detector": ("map50_95", "map50"),
+    "face_detector": ("recall", "mean_iou"),
+    "face_embedder": ("roc_auc", "mean_cosine_vs_float", "threshold_at_target_far"),
+    "liveness": ("agreement", "accuracy", "max_abs_p_live_diff"),
+}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _mb(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def _model_section(m: dict) -> list[str]:
+    role = m["role"]
+    lines = [f"### {role}: {m['source']}", ""]
+    lic = m["licence"]
+    flag = " — **NON-COMMERCIAL** (built with --accept-licence)" if lic.get("non_commercial") else ""
+    lines += [f"- licence: {lic.get('spdx')}{flag}{(' — ' + lic['note']) if lic.get('note') else ''}",
+              f"- calibration: {m['calibration']['note']}; hash `{m['calibration']['hash'][:16]}…` "
+              f"({m['calibration']['images']} inputs)",
+              f"- chosen: **{m['chosen']['file']}** — {m['chosen']['reason']}", ""]
+    names = KEY_METRICS.get(role, ())
+    head = ["variant", "size", "ms here", "cosine vs float", *names, "gate"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in m["variants"]:
+        g = v.get("gate") or {}
+        metrics = g.get("metrics", {})
+        verdict = "pass" if v["passed"] else "FAIL: " + "; ".join(g.get("failures", []))
+        kept = f" ({len(v['kept_float'])} float)" if v["kept_float"] else ""
+        lines.append("| " + " | ".join([f"{v['file']}{kept}", _mb(v["size"]), _fmt(v["latency_ms"]),
+                                         _fmt(v["agreement"].get("cosine")),
+                                         *[_fmt(metrics.get(n)) for n in names], verdict]) + " |")
+    if m.get("fallback"):
+        lines += ["", "Layers kept in float (full-integer TFLite fallback):", ""]
+        for step in m["fallback"]:
+            lines.append(f"- {step['kept_float']} layer(s) → {step['file']}: "
+                         f"{'accepted' if step['passed'] else 'rejected: ' + '; '.join(step['failures'])}")
+        if m.get("fallback_cost"):
+            c = m["fallback_cost"]
+            lines.append(f"- cost against the all-int8 model: size {c['size_ratio']:.2f}×, "
+                         f"time {c['latency_ratio']:.2f}× (here)")
+    prep = m.get("prep") or {}
+    if prep.get("rewrites"):
+        lines += ["", "Graph rewrites: " + ", ".join(f"{r['name']} ×{r['nodes']} (max |Δ| {_fmt(r['max_abs_diff'])})"
+                                                      for r in prep["rewrites"])]
+    return lines + [""]
+
+
+def render_markdown(report: dict) -> str:
+    """The Markdown report of a build (see the module docstring)."""
+    b = report["build"]
+    lines = [f"# edgesight bundle — {report['profile']['name']} ({report['profile']['board']})", "",
+             f"Built {b['finished']} in {b['seconds']:.0f} s on {b['host_cpus']} CPU(s). Runtime: "
+             f"**{report['profile']['backend']}**, {b['threads']} thread(s) for timing.", "",
+             f"> {report['speed_note']}", ""]
+    if report.get("non_commercial"):
+        lines += ["> **Licence warning:** this bundle contains model weights licensed for non-commercial use "
+                  "only: " + ", ".join(report["non_commercial"]) + ".", ""]
+    lines += ["| role | model | variant | size | ms here | gate |", "|---|---|---|---|---|---|"]
+    for m in report["models"]:
+        c = m["chosen"]
+        lines.append(f"| {m['role']} | {m['source']} | {c['key']} | {_mb(c['size'])} | {_fmt(c['latency_ms'])} | "
+                     f"{'pass' if c['passed'] else 'FAIL'} |")
+    lines += ["", "## Models", ""]
+    for m in report["models"]:
+        lines += _model_section(m)
+    lines += ["## Converters", ""] + [f"- {k}: {v}" for k, v in report["converters"].items()] + [""]
+    return "\n".join(lines)
