@@ -83,9 +83,9 @@ def edge_variants(fast_card: Path | None, liveness_dir: Path | None) -> list[Edg
         runs += [("edge yunet@320x240+mobilefacenet_fastprelu", dict(embedder=str(fast_card), detect_size=(320, 240))),
                  ("edge yunet@160x120+mobilefacenet_fastprelu", dict(embedder=str(fast_card), detect_size=(160, 120)))]
     out = [EdgeRunner(n, create_pipeline(threads=THREADS, liveness=False, **kw)) for n, kw in runs]
-    if liveness_dir is not None:
-        kw = runs[-1][1]
-        out.append(EdgeRunner(runs[-1][0] + " +liveness",
+    if liveness_dir is not None:  # the recommended configuration, with the MiniFASNet pair
+        label, kw = next(r for r in reversed(runs) if r[1].get("detect_size") == (320, 240))
+        out.append(EdgeRunner(label + " +liveness",
                               create_pipeline(threads=THREADS, liveness_dir=liveness_dir, liveness=True, **kw), True))
     return out
 

@@ -174,6 +174,7 @@ class ModelBuild:
         self.card = get_card(source.name)
         self.ref = resolve(source.name)
         self._qsvs: dict | None = None
+        self._onnx_fallback: list | None = None
 
     def say(self, msg: str) -> None:
         self.ctx.progress(f"{self.source.role}/{self.source.name}: {msg}")
@@ -223,15 +224,16 @@ class ModelBuild:
             self._qsvs = calibrate_tflite(fp32, reader, model_name=self.source.name)
         if key != "tflite_fp32":
             self.say(f"making {key}")
+        # Only an fp32 conversion that changes the numbers is a broken converter, and stops the build;
+        # a reduced-precision variant outside its tolerance is recorded and rejected by the gate.
         target = get_target(key)
         result, ag = make_variant(key, fp32, dst, check_feeds=feeds, reference=reference,
                                   options=TfliteQuantOptions(), qsvs=self._qsvs, model_name=self.source.name,
-                                  strict=target.precision.value != "int8")
+                                  strict=target.precision.value == "fp32")
         card = tflite_card(self.card, result.path, key)
         return VariantReport(key, result.path, result.size, time.perf_counter() - t0, _agreement(ag), card=card)
 
-    def _onnx(self, key: str, float_onnx: Path, float_card: ModelCard, reader, feeds: dict,
-              reference: dict) -> VariantReport:
+    def _onnx(self, key: str, float_onnx: Path, reader, feeds: dict, reference: dict, gate) -> VariantReport:
         from export.onnx_export import write_card
         from export.quantize import QuantOptions, convert_onnx_fp16, quantize_onnx_int8
 
@@ -239,20 +241,34 @@ class ModelBuild:
         dst = self.work / "onnx" / target.filename(self.source.name)
         t0 = time.perf_counter()
         self.say(f"making {key}")
+        fallback = None
         if key == "onnx_fp32":
             dst = float_onnx
         elif key == "onnx_fp16":
             convert_onnx_fp16(float_onnx, dst, model_name=self.source.name)
+        elif self.ctx.fallback:  # export.fallback: calibration method choice + layers kept float
+            from export.fallback import FallbackOptions, quantize_with_fallback
+
+            fallback = quantize_with_fallback(float_onnx, dst, reader, gate, QuantOptions(),
+                                              FallbackOptions(threads=self.ctx.threads), model_name=self.source.name,
+                                              progress=self.say)
+            self._onnx_fallback = [{"kept_float": len(a.float_nodes), "file": a.label, "passed": a.gate.passed,
+                                    "failures": list(a.gate.failures), "calibration": a.calibration.value,
+                                    "latency_ms": round(a.latency_ms, 3), "size": a.size,
+                                    "layers": [{"output": n} for n in a.float_nodes]} for a in fallback.attempts]
         else:
             quantize_onnx_int8(float_onnx, dst, reader, QuantOptions(), model_name=self.source.name)
         got = _run(dst, "onnxruntime", feeds)
         ag = check_agreement(reference, got, target.tolerance)
-        if not ag.passed and target.precision.value != "int8":  # int8: the gate repeats the check and rejects it
+        if not ag.passed and target.precision.value == "fp32":  # else: the gate repeats the check and rejects it
             raise ExportStepError(self.source.name, f"{key} check", f"{dst.name} disagrees with the float model on "
                                   f"{ag.output!r}: cosine {ag.cosine:.5f}, rel. error {ag.rel_err:.3g}")
         card = load_card(write_card(self.card, dst, dst.with_suffix(".json"), name=dst.stem,
                                     extra={"variant": key, "io_dtype": target.io_dtype}))
-        return VariantReport(key, dst, dst.stat().st_size, time.perf_counter() - t0, _agreement(ag), card=card)
+        rep = VariantReport(key, dst, dst.stat().st_size, time.perf_counter() - t0, _agreement(ag), card=card)
+        if fallback is not None:
+            rep.gate, rep.keep_float, rep.note = fallback.chosen.gate, fallback.float_nodes, fallback.reason
+        return rep
 
     # -- fallback --------------------------------------------------------------------------------
     def _tflite_fallback(self, failed: VariantReport, fp32: Path, reader, gate) -> tuple[VariantReport | None, list]:
@@ -314,11 +330,12 @@ class ModelBuild:
                 if key == "tflite_fp32":
                     fp32_tflite = v.path
             else:
-                v = self._onnx(key, float_onnx, float_card, reader, feeds, reference)
-            self.say(f"gating {v.path.name}")
-            v.gate = gate.evaluate(v.path, card=v.card)
+                v = self._onnx(key, float_onnx, reader, feeds, reference, gate)
+            if v.gate is None:
+                self.say(f"gating {v.path.name}")
+                v.gate = gate.evaluate(v.path, card=v.card)
             variants.append(v)
-        fallback_log: list = []
+        fallback_log: list = list(self._onnx_fallback or [])
         if self.ctx.fallback and fp32_tflite is not None:
             for v in list(variants):
                 if v.key == "tflite_int8" and not v.passed:

@@ -52,6 +52,8 @@ __all__ = ["FallbackOptions", "Attempt", "FallbackResult", "NodeDamage", "rank_n
 SQNR_CAP_DB = 100.0
 #: Operators with weights: an island of float nodes grows backwards through other ops only.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+#: Activations onnxruntime folds into the producer's output quantisation (kept with their producer).
+FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
 #: Suffix onnxruntime's QDQ quantiser gives the dequantised copy of a tensor.
 DEQUANT_SUFFIX = "_DequantizeLinear_Output"
 #: The metric each role's gate is scored by when choosing the calibration method (higher is better).
@@ -76,7 +78,8 @@ class FallbackOptions:
         max_float_fraction: stop before more than this share of the quantisable nodes is float.
         ranking_samples: calibration inputs used to rank nodes.
         expand_inputs: also keep float the element-wise nodes feeding a chosen node.
-        threads / latency_runs: how each attempt's latency is measured.
+        threads / latency_runs: how each attempt's latency is measured (the fastest of the timed
+            runs: the machine is shared, the minimum is the least disturbed figure).
     """
 
     methods: tuple[CalibrationMethod, ...] = (CalibrationMethod.MINMAX, CalibrationMethod.PERCENTILE,
@@ -264,14 +267,22 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
     return out
 
 
-def _feeders(model) -> dict[str, list]:
-    """node name -> nodes producing its activation inputs."""
+def _neighbours(model) -> tuple[dict[str, list], dict[str, list]]:
+    """``(feeders, consumers)``: node name -> nodes producing its inputs / reading its outputs."""
     prod = {o: n for n in model.graph.node for o in n.output}
-    return {n.name: [prod[x] for x in n.input if x in prod] for n in model.graph.node}
+    cons: dict[str, list] = {}
+    for n in model.graph.node:
+        for x in n.input:
+            if x in prod:
+                cons.setdefault(prod[x].name, []).append(n)
+    return {n.name: [prod[x] for x in n.input if x in prod] for n in model.graph.node}, cons
 
 
-def _island(name: str, feeders: dict[str, list], excluded: set[str]) -> list[str]:
-    """``name`` plus the non-compute nodes feeding it, recursively up to compute nodes."""
+def _island(name: str, feeders: dict[str, list], consumers: dict[str, list], excluded: set[str]) -> list[str]:
+    """``name``, the non-compute nodes feeding it (recursively, up to compute nodes), and the
+    activations (:data:`FUSED_ACTIVATIONS`) reading its output: onnxruntime fuses those into the
+    producer's output quantisation, so leaving one quantised after a float Conv would quantise
+    the Conv's unclipped output instead."""
     out, stack = [name], list(feeders.get(name, []))
     while stack:
         p = stack.pop()
@@ -279,6 +290,7 @@ def _island(name: str, feeders: dict[str, list], excluded: set[str]) -> list[str
             continue
         out.append(p.name)
         stack.extend(feeders.get(p.name, []))
+    out += [c.name for c in consumers.get(name, []) if c.op_type in FUSED_ACTIVATIONS and c.name not in out]
     return out
 
 
@@ -311,11 +323,11 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
     name = model_name or src.stem
     say = progress or (lambda line: log.info("%s", line))
     feeds = reader.feeds(0)
-    float_lat = measure_latency(src, feeds, threads=fallback.threads, runs=fallback.latency_runs).median_ms
+    float_lat = measure_latency(src, feeds, threads=fallback.threads, runs=fallback.latency_runs).min_ms
     fmodel = onnx.load(str(src))
     quantisable = [n.name for n in fmodel.graph.node
                    if n.op_type in (set(options.op_types) if options.op_types else quantizable_op_types())]
-    feeders = _feeders(fmodel)
+    feeders, consumers = _neighbours(fmodel)
     score = GATE_SCORES[gate.role.value]
     attempts: list[Attempt] = []
     ranking: list[NodeDamage] = []
@@ -327,7 +339,7 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
             quantize_onnx_int8(src, out, reader, opts, calibration_cache=work / f"cal-{opts.calibration.value}.json",
                                model_name=name)
             res = gate.evaluate(out, variant=f"{name} int8 {label}")
-            lat = measure_latency(out, feeds, threads=fallback.threads, runs=fallback.latency_runs).median_ms
+            lat = measure_latency(out, feeds, threads=fallback.threads, runs=fallback.latency_runs).min_ms
             a = Attempt(label, opts.calibration, opts.nodes_to_exclude, res, out.stat().st_size, lat, out)
             attempts.append(a)
             say(f"{name}: {label}: {'PASS' if res.passed else 'fail'} {len(opts.nodes_to_exclude)} float node(s), "
@@ -358,7 +370,7 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
             for d in ranking:
                 if len(added) >= step:
                     break
-                group = _island(d.node, feeders, set(excluded)) if fallback.expand_inputs else [d.node]
+                group = _island(d.node, feeders, consumers, set(excluded)) if fallback.expand_inputs else [d.node]
                 group = [g for g in group if g in set(quantisable) and g not in excluded and g not in added]
                 added.extend(group)
             if not added or len(excluded) + len(added) > limit:

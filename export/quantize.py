@@ -74,6 +74,8 @@ class QuantOptions:
             :data:`DEFAULT_PERCENTILE`); setting it with another method is an error.
         reduce_range: 7-bit weights (only helps on x86 CPUs without VNNI).
         symmetric_activations: zero point 0 for every activation.
+        bias_correction: subtract each layer's mean output shift caused by rounding its weights
+            (:mod:`export.bias_correction`; one extra quantisation pass, ranges reused).
 
     Raises:
         ValueError: an illegal combination (the message says which).
@@ -88,6 +90,7 @@ class QuantOptions:
     percentile: float | None = None
     reduce_range: bool = False
     symmetric_activations: bool = False
+    bias_correction: bool = True
 
     def __post_init__(self) -> None:
         for fname, enum_cls in (("calibration", CalibrationMethod), ("activation_type", QuantType),
@@ -134,7 +137,7 @@ class QuantOptions:
         return {"format": "QDQ", "calibration": self.calibration.value, "percentile": self.effective_percentile,
                 "per_channel": self.per_channel, "activation_type": self.activation_type.value,
                 "weight_type": self.weight_type.value, "reduce_range": self.reduce_range,
-                "symmetric_activations": self.symmetric_activations,
+                "symmetric_activations": self.symmetric_activations, "bias_correction": self.bias_correction,
                 "op_types": list(self.op_types) if self.op_types else "all",
                 "nodes_to_exclude": list(self.nodes_to_exclude)}
 
@@ -167,6 +170,24 @@ def _check_model(model, options: QuantOptions, name: str) -> None:
                          f"{', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}")
 
 
+def _quantize_static(src: Path, dst: Path, reader, options: QuantOptions, cache: Path, name: str) -> None:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    cal, act, wt = _ort_enums(options)
+    extra = {"ActivationSymmetric": options.symmetric_activations}
+    if options.effective_percentile is not None:
+        extra["CalibPercentile"] = options.effective_percentile
+    try:
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(options.op_types) if options.op_types else None,
+                        per_channel=options.per_channel, reduce_range=options.reduce_range,
+                        activation_type=act, weight_type=wt,
+                        nodes_to_exclude=list(options.nodes_to_exclude) or None, calibrate_method=cal,
+                        extra_options=extra, calibration_cache_path=str(cache))
+    except Exception as e:  # onnxruntime raises ValueError/RuntimeError/its own types from deep inside
+        raise ExportStepError(name, STEP_INT8, f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
+
+
 def quantize_onnx_int8(src: str | Path, dst: str | Path, reader, options: QuantOptions = QuantOptions(), *,
                        calibration_cache: str | Path | None = None, model_name: str | None = None) -> Path:
     """Statically quantise an fp32 ONNX model to int8 QDQ.
@@ -191,7 +212,6 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, reader, options: QuantO
         ExportStepError: onnxruntime failed to calibrate or quantise (step ``onnx_int8``).
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, quantize_static
 
     src, out = Path(src), Path(dst)
     name = model_name or src.stem
@@ -203,29 +223,30 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, reader, options: QuantO
     cache = Path(calibration_cache) if calibration_cache is not None else None
     if reader is None and (cache is None or not cache.is_file()):
         raise ValueError(f"{name}: quantize_onnx_int8 needs a calibration reader (or an existing calibration cache)")
+    if reader is not None and not hasattr(reader, "feeds"):  # a plain get_next() reader: read it once
+        from export.calibration import FeedReader
+
+        reader = FeedReader.from_feeds(list(iter(reader.get_next, None)), model_name=name)
     if reader is not None and hasattr(reader, "rewind"):
         reader.rewind()
-    cal, act, wt = _ort_enums(options)
-    extra = {"ActivationSymmetric": options.symmetric_activations}
-    if options.effective_percentile is not None:
-        extra["CalibPercentile"] = options.effective_percentile
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".onnx.tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        try:
-            quantize_static(str(src), tmp, reader, quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=list(options.op_types) if options.op_types else None,
-                            per_channel=options.per_channel, reduce_range=options.reduce_range,
-                            activation_type=act, weight_type=wt,
-                            nodes_to_exclude=list(options.nodes_to_exclude) or None, calibrate_method=cal,
-                            extra_options=extra, calibration_cache_path=str(cache) if cache else None)
-        except Exception as e:  # onnxruntime raises ValueError/RuntimeError/its own types from deep inside
-            raise ExportStepError(name, STEP_INT8, f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
+    with tempfile.TemporaryDirectory(prefix=f"edgesight-q-{out.stem}-", dir=out.parent) as work:
+        if cache is None:  # bias correction quantises twice: calibrate once
+            cache = Path(work) / "calibration.json"
+        tmp = Path(work) / "model.onnx"
+        _quantize_static(src, tmp, reader, options, cache, name)
+        if options.bias_correction:
+            from export.bias_correction import bias_corrected_model
+
+            try:
+                corrected, n = bias_corrected_model(src, tmp, reader)
+            except Exception as e:
+                raise ExportStepError(name, STEP_INT8, f"bias correction failed: {type(e).__name__}: {e}") from e
+            if n:
+                fixed = Path(work) / "float_bias_corrected.onnx"
+                onnx.save(corrected, str(fixed))
+                _quantize_static(fixed, tmp, None, options, cache, name)
         os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("%s: int8 QDQ (%s%s, %d node(s) float) -> %s", name, options.calibration.value,
              ", per-channel" if options.per_channel else "", len(options.nodes_to_exclude), out.name)
     return out

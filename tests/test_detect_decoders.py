@@ -107,13 +107,21 @@ def _naive_yolox(pred, size, strides, thr):
     return out
 
 
-def test_decode_yolox_matches_plain_loop_on_random_head():
+@pytest.mark.parametrize("threshold", [0.05, 0.5, 0.9])
+def test_decode_yolox_matches_plain_loop_on_random_head(threshold):
     rng = np.random.default_rng(0)
     pred = rng.random((N_YOLOX_416, 85), dtype=np.float32)
     pred[:, 2:4] = rng.normal(0, 1, (N_YOLOX_416, 2))
-    ref = _naive_yolox(pred, (416, 416), (8, 16, 32), 0.5)
-    c = decode_yolox(pred[None], (416, 416), score_threshold=0.5)
-    assert len(ref) == len(c.scores) > 100
+    # Edge rows for the objectness pre-filter: a certain class with objectness just above the
+    # threshold is kept; one just below it is not.
+    pred[7, 4], pred[7, 5:] = np.nextafter(np.float32(threshold), np.float32(1)), 0.0
+    pred[7, 5 + 3] = 1.0
+    pred[8, 4], pred[8, 5:] = np.nextafter(np.float32(threshold), np.float32(0)), 1.0
+    ref = _naive_yolox(pred, (416, 416), (8, 16, 32), threshold)
+    c = decode_yolox(pred[None], (416, 416), score_threshold=threshold)
+    assert len(ref) == len(c.scores) > 10
+    edge_row = [r for r in ref[:9] if r[5] == 3 and r[4] == pytest.approx(float(pred[7, 4]))]
+    assert len(edge_row) == 1 and float(c.scores[ref.index(edge_row[0])]) > threshold
     np.testing.assert_allclose(c.boxes, np.array([r[:4] for r in ref]), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(c.scores, [r[4] for r in ref], rtol=1e-5)
     assert c.class_ids.tolist() == [r[5] for r in ref]

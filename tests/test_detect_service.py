@@ -22,6 +22,7 @@ from edge.cli import main as edge_main
 from edge.cli.detect_cmd import _bundle_card
 from edge.detect.frameslot import FrameSlot
 from edge.detect.service import DetectionService, ServiceOptions
+from edge.detect.sinks.base import Sink
 from edge.detect.sinks.jsonl import JsonlSink
 from edge.detect.zones import ZoneConfig, ZoneMonitor, points_in_polygon
 from edge.errors import ModelCardError
@@ -159,6 +160,84 @@ def test_live_source_uses_the_latest_frame_policy(detector):
     assert summary.frames_captured == 30
     assert 1 <= summary.frames_processed <= 30
     assert summary.frames_processed + summary.frames_dropped == 30
+
+
+class RecordingSink(Sink):
+    """Keeps what reaches it: (frame index, event ids) per batch; may ask the service to stop."""
+
+    kind = "recording"
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__("recording")
+        self.batches: list[tuple[int, list[str]]] = []
+        self.closed = False
+        self.service: DetectionService | None = None
+        self.stop_after = stop_after
+
+    def emit(self, batch) -> None:
+        self.batches.append((batch.frame.index, [e.event_id for e in batch.events]))
+        if self.stop_after is not None and len(self.batches) == self.stop_after:
+            self.service.request_stop()
+
+    def close(self, timeout=None) -> None:
+        self.closed = True
+
+
+class FailingPostprocess:
+    """The real detector whose post-processing raises on one frame (by call count)."""
+
+    def __init__(self, detector, fail_at: int) -> None:
+        self._det, self.fail_at, self.calls = detector, fail_at, 0
+        self.labels, self.preprocess, self.infer = detector.labels, detector.preprocess, detector.infer
+
+    def postprocess(self, outputs, prepared):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise ModelCardError("injected post-processing failure")
+        return self._det.postprocess(outputs, prepared)
+
+
+@pytest.mark.parametrize("stop_after", [None, 3])
+def test_staged_pipeline_keeps_frame_order_and_loses_no_inferred_frame(detector, coco_images, stop_after):
+    sink = RecordingSink(stop_after)
+    with ImageFolderSource(coco_images, max_frames=10) as source:
+        service = DetectionService(source, detector, sinks=[sink])
+        sink.service = service
+        summary = service.run()
+    indices = [i for i, _ in sink.batches]
+    # Every inferred frame reached the sinks, in capture order, once; the rest were dropped.
+    assert indices == list(range(summary.frames_processed))
+    assert summary.frames_captured == summary.frames_processed + summary.frames_dropped
+    assert sum(summary.metrics["frames_dropped_at"].values()) == summary.frames_dropped
+    assert summary.events == sum(len(ids) for _, ids in sink.batches) and sink.closed
+    if stop_after is None:
+        assert (summary.frames_processed, summary.frames_dropped, summary.stopped_by_request) == (10, 0, False)
+    else:
+        assert summary.stopped_by_request and stop_after <= summary.frames_processed < 10
+    assert summary.metrics["queue_depth"] == {"frames": 0, "prepared": 0, "results": 0, "batches": 0}
+
+
+def test_a_failing_stage_stops_the_service_and_its_error_is_raised_after_the_flush(detector, coco_images):
+    sink = RecordingSink()
+    failing = FailingPostprocess(detector, fail_at=4)
+    with ImageFolderSource(coco_images, loop=True) as source:
+        service = DetectionService(source, failing, sinks=[sink])
+        with pytest.raises(ModelCardError, match="injected"):
+            service.run()
+    assert [i for i, _ in sink.batches] == [0, 1, 2] and sink.closed
+    assert service.health()["status"] == "failed"
+    assert service.frames_captured == service.frames_processed + service.frames_dropped
+
+
+def test_a_detector_with_only_detect_runs_whole_in_the_inference_stage(model_dir, coco_images):
+    from edge.vision.face_detectors import create_face_detector
+
+    sink = RecordingSink()
+    with create_face_detector("yunet", threads=1) as faces, ImageFolderSource(coco_images, max_frames=4) as source:
+        summary = DetectionService(source, faces, sinks=[sink]).run()
+    assert [i for i, _ in sink.batches] == [0, 1, 2, 3]
+    lat = summary.metrics["latency_ms"]
+    assert lat["inference"]["n"] == 4 and lat["preprocess"]["n"] == 4
 
 
 # -- the command line ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.detect.tracker import ByteTracker, KalmanBoxFilter, TrackerConfig
+from edge.detect.tracker import ByteTracker, KalmanBoxFilter, TrackerConfig, kalman_initiate, kalman_predict, kalman_update
 from edge.types import Detections
 
 BOX_W, BOX_H = 40.0, 80.0
@@ -134,6 +134,26 @@ def test_kalman_filter_learns_constant_velocity():
         kf.update(np.array([10 * i, 0, 10 * i + 40, 80.0]))
     kf.predict()
     assert kf.box == pytest.approx([100, 0, 140, 80], abs=2.0)
+
+
+def test_batched_kalman_steps_equal_one_filter_per_box():
+    # The tracker runs every track through one batched call; each row must evolve exactly as a
+    # filter of its own (a transposed gain or a shared covariance would mix rows).
+    rng = np.random.default_rng(1)
+    boxes = np.array([[0, 0, 40, 80], [100, 50, 130, 170], [300, 300, 310, 305.0]])
+    singles = [KalmanBoxFilter(b) for b in boxes]
+    means, covs = kalman_initiate(boxes)
+    freeze = np.array([False, True, False])
+    for step in range(5):
+        means, covs = kalman_predict(means, covs, freeze)
+        measured = boxes + step * 7 + rng.normal(0, 2, boxes.shape)
+        means, covs = kalman_update(means, covs, measured)
+        for f, fz, z in zip(singles, freeze, measured):
+            f.predict(bool(fz))
+            f.update(z)
+    np.testing.assert_allclose(means, [f.mean for f in singles], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(covs, [f.cov for f in singles], rtol=1e-12, atol=1e-9)
+    assert not np.allclose(means[0], means[1])
 
 
 @pytest.mark.parametrize("kwargs", [

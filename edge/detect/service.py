@@ -287,7 +287,11 @@ class DetectionService:
                     continue
                 frame, t_captured = item
                 t0 = time.perf_counter()
-                prepared = self._stages.preprocess(frame.image)
+                try:
+                    prepared = self._stages.preprocess(frame.image)
+                except BaseException:
+                    self.slot.count_drop()  # the frame in hand is lost with the error
+                    raise
                 self.latency.record("preprocess", (time.perf_counter() - t0) * _MS)
                 if not self._prepared.put((frame, prepared, t_captured)):
                     self._prepared.count_drop()
@@ -309,7 +313,11 @@ class DetectionService:
             t0 = time.perf_counter()
             if idle_since is not None:
                 self.latency.record("inference_idle", (t0 - idle_since) * _MS)
-            outputs = self._stages.infer(prepared)
+            try:
+                outputs = self._stages.infer(prepared)
+            except BaseException:
+                self._prepared.count_drop()  # the frame in hand is lost with the error
+                raise
             idle_since = time.perf_counter()
             self.latency.record("inference", (idle_since - t0) * _MS)
             if not self._results.put((frame, prepared, outputs, t_captured)):  # post-processing failed
@@ -324,7 +332,11 @@ class DetectionService:
                     if self._results.finished:
                         break
                     continue
-                self._process(*item)
+                try:
+                    self._process(*item)
+                except BaseException:
+                    self._results.count_drop()  # the frame in hand is lost with the error
+                    raise
         except BaseException as exc:  # noqa: BLE001 - re-raised by run()
             self._fail(exc)
         finally:

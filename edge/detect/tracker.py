@@ -35,9 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.types import Detections
-from edge.vision.nms import box_iou
 
-__all__ = ["ByteTracker", "TrackerConfig", "KalmanBoxFilter"]
+__all__ = ["ByteTracker", "TrackerConfig", "KalmanBoxFilter", "kalman_initiate", "kalman_predict", "kalman_update"]
 
 #: Kalman noise, relative to the box height, as in SORT/DeepSORT/ByteTrack (``KalmanFilterXYAH``).
 STD_WEIGHT_POSITION = 1.0 / 20
@@ -87,101 +86,98 @@ class TrackerConfig:
                              f"min_hits={self.min_hits}")
 
 
-def _xyxy_to_xyah(b: np.ndarray) -> np.ndarray:
-    w, h = b[2] - b[0], b[3] - b[1]
-    return np.array([b[0] + w / 2, b[1] + h / 2, w / max(h, 1e-6), h], np.float64)
+_F = np.eye(_STATE)
+_F[:_MEAS, _MEAS:] = np.eye(_MEAS)
+_DIAG = np.arange(_STATE)
+#: ``track_id`` of a track not yet confirmed (``min_hits``).
+_UNCONFIRMED = -1
 
 
-def _xyah_to_xyxy(m: np.ndarray) -> np.ndarray:
-    h = max(m[3], 0.0)
-    w = m[2] * h
-    return np.array([m[0] - w / 2, m[1] - h / 2, m[0] + w / 2, m[1] + h / 2], np.float64)
+def _xyxy_to_xyah_rows(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, np.float64)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    return np.stack([b[:, 0] + w / 2, b[:, 1] + h / 2, w / np.maximum(h, 1e-6), h], axis=1)
+
+
+def _noise_std(h: np.ndarray, position: float, aspect: float, velocity: float | None, aspect_velocity: float) -> np.ndarray:
+    """Per-row standard deviations ``N×4`` (measurement) or ``N×8`` (with velocities) for heights ``h``."""
+    p = position * h
+    cols = [p, p, np.full_like(h, aspect), p]
+    if velocity is not None:
+        v = velocity * h
+        cols += [v, v, np.full_like(h, aspect_velocity), v]
+    return np.stack(cols, axis=1)
+
+
+def kalman_initiate(boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """States of new tracks: ``(means N×8, covariances N×8×8)`` for ``N×4`` boxes."""
+    z = _xyxy_to_xyah_rows(boxes_xyxy)
+    means = np.concatenate([z, np.zeros_like(z)], axis=1)
+    h = np.maximum(z[:, 3], MIN_NOISE_HEIGHT)
+    std = _noise_std(h, 2 * STD_WEIGHT_POSITION, 1e-2, 10 * STD_WEIGHT_VELOCITY, 1e-5)
+    covs = np.zeros((len(z), _STATE, _STATE))
+    covs[:, _DIAG, _DIAG] = np.square(std)
+    return means, covs
+
+
+def kalman_predict(means: np.ndarray, covs: np.ndarray, freeze_height_velocity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Advance ``N`` states one frame. ByteTrack zeroes the height velocity of lost tracks."""
+    means = means.copy()
+    means[np.asarray(freeze_height_velocity, bool), 7] = 0.0
+    h = np.maximum(means[:, 3], MIN_NOISE_HEIGHT)
+    std = _noise_std(h, STD_WEIGHT_POSITION, 1e-2, STD_WEIGHT_VELOCITY, 1e-5)
+    means = means @ _F.T
+    covs = _F @ covs @ _F.T
+    covs[:, _DIAG, _DIAG] += np.square(std)
+    return means, covs
+
+
+def kalman_update(means: np.ndarray, covs: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Correct ``N`` states with ``N`` measured boxes."""
+    z = _xyxy_to_xyah_rows(boxes_xyxy)
+    h = np.maximum(means[:, 3], MIN_NOISE_HEIGHT)
+    r = np.square(_noise_std(h, STD_WEIGHT_POSITION, 1e-1, None, 0.0))
+    pht = covs[:, :, :_MEAS]                       # P Hᵀ (H selects the first four states)
+    s = pht[:, :_MEAS, :].copy()                   # H P Hᵀ + R
+    s[:, _DIAG[:_MEAS], _DIAG[:_MEAS]] += r
+    gain = np.linalg.solve(s, pht.transpose(0, 2, 1)).transpose(0, 2, 1)  # P Hᵀ S⁻¹, N×8×4
+    means = means + np.einsum("nij,nj->ni", gain, z - means[:, :_MEAS])
+    covs = covs - gain @ s @ gain.transpose(0, 2, 1)
+    return means, covs
+
+
+def _boxes_of(means: np.ndarray) -> np.ndarray:
+    h = np.maximum(means[:, 3], 0.0)
+    w = means[:, 2] * h
+    return np.stack([means[:, 0] - w / 2, means[:, 1] - h / 2, means[:, 0] + w / 2, means[:, 1] + h / 2], 1)
 
 
 class KalmanBoxFilter:
     """Constant-velocity Kalman filter over (centre x, centre y, aspect, height), one frame per step.
 
     The same model as ByteTrack's ``KalmanFilterXYAH``: position noise proportional to the box
-    height, aspect ratio nearly constant.
+    height, aspect ratio nearly constant. :class:`ByteTracker` runs the same arithmetic on all
+    its tracks at once (:func:`kalman_initiate`, :func:`kalman_predict`, :func:`kalman_update`).
     """
 
-    _F = np.eye(_STATE)
-    _F[:_MEAS, _MEAS:] = np.eye(_MEAS)
-    _H = np.eye(_MEAS, _STATE)
-
     def __init__(self, box_xyxy: np.ndarray) -> None:
-        z = _xyxy_to_xyah(box_xyxy)
-        self.mean = np.concatenate([z, np.zeros(_MEAS)])
-        h = max(z[3], MIN_NOISE_HEIGHT)
-        std = [2 * STD_WEIGHT_POSITION * h, 2 * STD_WEIGHT_POSITION * h, 1e-2, 2 * STD_WEIGHT_POSITION * h,
-               10 * STD_WEIGHT_VELOCITY * h, 10 * STD_WEIGHT_VELOCITY * h, 1e-5, 10 * STD_WEIGHT_VELOCITY * h]
-        self.cov = np.diag(np.square(std))
+        means, covs = kalman_initiate(np.asarray(box_xyxy, np.float64).reshape(1, 4))
+        self.mean, self.cov = means[0], covs[0]
 
     def predict(self, freeze_height_velocity: bool = False) -> None:
         """Advance one frame. ByteTrack zeroes the height velocity of lost tracks."""
-        if freeze_height_velocity:
-            self.mean[7] = 0.0
-        h = max(self.mean[3], MIN_NOISE_HEIGHT)
-        q = np.square([STD_WEIGHT_POSITION * h, STD_WEIGHT_POSITION * h, 1e-2, STD_WEIGHT_POSITION * h,
-                       STD_WEIGHT_VELOCITY * h, STD_WEIGHT_VELOCITY * h, 1e-5, STD_WEIGHT_VELOCITY * h])
-        self.mean = self._F @ self.mean
-        self.cov = self._F @ self.cov @ self._F.T + np.diag(q)
+        means, covs = kalman_predict(self.mean[None], self.cov[None], np.array([freeze_height_velocity]))
+        self.mean, self.cov = means[0], covs[0]
 
     def update(self, box_xyxy: np.ndarray) -> None:
         """Correct the state with a measured box."""
-        z = _xyxy_to_xyah(box_xyxy)
-        h = max(self.mean[3], MIN_NOISE_HEIGHT)
-        r = np.diag(np.square([STD_WEIGHT_POSITION * h, STD_WEIGHT_POSITION * h, 1e-1, STD_WEIGHT_POSITION * h]))
-        s = self._H @ self.cov @ self._H.T + r
-        gain = np.linalg.solve(s, (self.cov @ self._H.T).T).T
-        self.mean = self.mean + gain @ (z - self._H @ self.mean)
-        self.cov = self.cov - gain @ s @ gain.T
+        means, covs = kalman_update(self.mean[None], self.cov[None], np.asarray(box_xyxy, np.float64).reshape(1, 4))
+        self.mean, self.cov = means[0], covs[0]
 
     @property
     def box(self) -> np.ndarray:
         """Current box estimate ``(x1, y1, x2, y2)``."""
-        return _xyah_to_xyxy(self.mean)
-
-    @classmethod
-    def predict_many(cls, filters: list["KalmanBoxFilter"], freeze_height_velocity: np.ndarray) -> np.ndarray:
-        """:meth:`predict` for many filters at once (the same arithmetic, batched).
-
-        Args:
-            filters: the filters to advance.
-            freeze_height_velocity: boolean per filter, see :meth:`predict`.
-
-        Returns:
-            ``N×4`` predicted boxes ``(x1, y1, x2, y2)``.
-        """
-        if not filters:
-            return np.zeros((0, 4))
-        means = np.stack([f.mean for f in filters])
-        covs = np.stack([f.cov for f in filters])
-        means[np.asarray(freeze_height_velocity, bool), 7] = 0.0
-        h = np.maximum(means[:, 3], MIN_NOISE_HEIGHT)
-        std = np.stack([STD_WEIGHT_POSITION * h, STD_WEIGHT_POSITION * h, np.full_like(h, 1e-2),
-                        STD_WEIGHT_POSITION * h, STD_WEIGHT_VELOCITY * h, STD_WEIGHT_VELOCITY * h,
-                        np.full_like(h, 1e-5), STD_WEIGHT_VELOCITY * h], axis=1)
-        means = means @ cls._F.T
-        covs = cls._F @ covs @ cls._F.T
-        covs[:, np.arange(_STATE), np.arange(_STATE)] += np.square(std)
-        for f, m, c in zip(filters, means, covs):
-            f.mean, f.cov = m, c
-        hh = np.maximum(means[:, 3], 0.0)
-        ww = means[:, 2] * hh
-        return np.stack([means[:, 0] - ww / 2, means[:, 1] - hh / 2, means[:, 0] + ww / 2, means[:, 1] + hh / 2], 1)
-
-
-class _Track:
-    __slots__ = ("kf", "class_id", "hits", "missed", "track_id", "tracked")
-
-    def __init__(self, box: np.ndarray, class_id: int) -> None:
-        self.kf = KalmanBoxFilter(box)
-        self.class_id = class_id
-        self.hits = 1
-        self.missed = 0
-        self.track_id: int | None = None  # assigned when the track is confirmed (min_hits)
-        self.tracked = True  # matched in the previous frame
+        return _boxes_of(self.mean[None])[0]
 
 
 def _greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
@@ -200,6 +196,56 @@ def _greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     return pairs
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of ``N×4`` and ``M×4`` float64 boxes (:func:`~edge.vision.nms.box_iou` without
+    its input checks: the tracker's arrays are already well formed)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+class _TrackTable:
+    """Every track's state as parallel arrays (row ``i`` is track ``i``), so that prediction,
+    correction and bookkeeping run once per frame over all tracks instead of once per track."""
+
+    __slots__ = ("means", "covs", "class_id", "hits", "missed", "track_id", "tracked")
+
+    def __init__(self, means: np.ndarray, covs: np.ndarray, class_id: np.ndarray, track_id: np.ndarray) -> None:
+        n = len(means)
+        self.means, self.covs = means, covs
+        self.class_id = np.asarray(class_id, np.int64)
+        self.hits = np.ones(n, np.int64)
+        self.missed = np.zeros(n, np.int64)
+        self.track_id = np.asarray(track_id, np.int64)  # _UNCONFIRMED until min_hits
+        self.tracked = np.ones(n, bool)  # matched in the previous frame
+
+    @classmethod
+    def empty(cls) -> "_TrackTable":
+        return cls(np.zeros((0, _STATE)), np.zeros((0, _STATE, _STATE)), np.zeros(0), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    def select(self, rows: np.ndarray) -> "_TrackTable":
+        out = _TrackTable.__new__(_TrackTable)
+        for name in self.__slots__:
+            setattr(out, name, getattr(self, name)[rows])
+        return out
+
+    def extend(self, other: "_TrackTable") -> "_TrackTable":
+        if not len(other):
+            return self
+        out = _TrackTable.__new__(_TrackTable)
+        for name in self.__slots__:
+            setattr(out, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+        return out
+
+
 class ByteTracker:
     """Stable ids for the detections of consecutive frames.
 
@@ -214,28 +260,29 @@ class ByteTracker:
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
-        self._tracks: list[_Track] = []
+        self._tracks = _TrackTable.empty()
         self._next_id = 1
         self.ended_ids: tuple[int, ...] = ()
         self.frame_count = 0
 
     def reset(self) -> None:
         """Forget every track (ids keep increasing, so they are never reused)."""
-        self._tracks = []
+        self._tracks = _TrackTable.empty()
         self.ended_ids = ()
         self.frame_count = 0
 
     @property
     def active_ids(self) -> tuple[int, ...]:
         """Ids of the confirmed tracks that are not ended (tracked or lost)."""
-        return tuple(t.track_id for t in self._tracks if t.track_id is not None)
+        ids = self._tracks.track_id
+        return tuple(int(i) for i in ids[ids != _UNCONFIRMED])
 
-    def _iou(self, rows: list[int], pred: np.ndarray, track_cls: np.ndarray, boxes: np.ndarray,
+    def _iou(self, rows: np.ndarray, pred: np.ndarray, track_cls: np.ndarray, boxes: np.ndarray,
              classes: np.ndarray) -> np.ndarray:
         """IoU of the predicted boxes of tracks ``rows`` with ``boxes`` (0 across classes if class-aware)."""
-        if not rows or boxes.shape[0] == 0:
+        if not len(rows) or boxes.shape[0] == 0:
             return np.zeros((len(rows), boxes.shape[0]))
-        iou = box_iou(pred[rows], boxes)
+        iou = _iou(pred[rows], boxes)
         if self.config.class_aware:
             iou = np.where(track_cls[rows][:, None] == classes[None, :], iou, 0.0)
         return iou
@@ -253,69 +300,64 @@ class ByteTracker:
         """
         cfg = self.config
         self.frame_count += 1
-        boxes = np.asarray(detections.xyxy, np.float64)
+        boxes = np.asarray(detections.xyxy, np.float64).reshape(-1, 4)
         scores = np.asarray(detections.score, np.float64)
         classes = np.asarray(detections.class_id, np.int64)
-        pool = self._tracks
-        pred = KalmanBoxFilter.predict_many([t.kf for t in pool], np.array([not t.tracked for t in pool], bool))
-        track_cls = np.array([t.class_id for t in pool], np.int64)
+        t = self._tracks
+        if len(t):
+            t.means, t.covs = kalman_predict(t.means, t.covs, ~t.tracked)
+        pred = _boxes_of(t.means)
 
         high = np.flatnonzero(scores >= cfg.high_score)
         low = np.flatnonzero((scores >= cfg.low_score) & (scores < cfg.high_score))
-        assigned: dict[int, _Track] = {}  # detection row -> track
+        track_of: dict[int, int] = {}  # detection row -> track row, in association order
+        matched = np.zeros(len(t), bool)
 
         # Stage 1: high-score detections against every track.
-        everyone = list(range(len(pool)))
-        pairs = _greedy_match(self._iou(everyone, pred, track_cls, boxes[high], classes[high]), cfg.match_iou)
-        matched_tracks = set()
-        for r, c in pairs:
-            assigned[int(high[c])] = pool[r]
-            matched_tracks.add(r)
-        unmatched_high = [int(high[c]) for c in range(len(high)) if int(high[c]) not in assigned]
+        everyone = np.arange(len(t))
+        for r, c in _greedy_match(self._iou(everyone, pred, t.class_id, boxes[high], classes[high]), cfg.match_iou):
+            track_of[int(high[c])] = r
+            matched[r] = True
+        unmatched_high = [int(d) for d in high if int(d) not in track_of]
 
         # Stage 2: low-score detections against tracks that were tracked last frame.
-        rest = [i for i, t in enumerate(pool) if i not in matched_tracks and t.tracked]
-        for r, c in _greedy_match(self._iou(rest, pred, track_cls, boxes[low], classes[low]), cfg.low_match_iou):
-            assigned[int(low[c])] = pool[rest[r]]
+        rest = np.flatnonzero(~matched & t.tracked)
+        for r, c in _greedy_match(self._iou(rest, pred, t.class_id, boxes[low], classes[low]), cfg.low_match_iou):
+            track_of[int(low[c])] = int(rest[r])
+            matched[rest[r]] = True
 
-        matched = set()
-        for row, track in assigned.items():
-            track.kf.update(boxes[row])
-            track.class_id = int(classes[row])
-            track.hits += 1
-            track.missed = 0
-            track.tracked = True
-            matched.add(id(track))
-            if track.track_id is None and track.hits >= cfg.min_hits:
-                track.track_id = self._take_id()
+        row_ids: dict[int, int] = {}  # detection row -> confirmed track id
+        if track_of:
+            dets = np.fromiter(track_of.keys(), np.int64, len(track_of))
+            rows = np.fromiter(track_of.values(), np.int64, len(track_of))
+            t.means[rows], t.covs[rows] = kalman_update(t.means[rows], t.covs[rows], boxes[dets])
+            t.class_id[rows] = classes[dets]
+            t.hits[rows] += 1
+            t.missed[rows] = 0
+            t.tracked[rows] = True
+            for d, r in zip(dets.tolist(), rows.tolist()):
+                if t.track_id[r] == _UNCONFIRMED and t.hits[r] >= cfg.min_hits:
+                    t.track_id[r] = self._take_id()
+                if t.track_id[r] != _UNCONFIRMED:
+                    row_ids[d] = int(t.track_id[r])
 
-        ended, kept = [], []
-        for t in self._tracks:
-            if id(t) in matched:
-                kept.append(t)
-                continue
-            t.tracked = False
-            t.missed += 1
-            if t.missed > cfg.max_age or t.track_id is None:
-                # Unconfirmed tracks get no second chance: a one-frame blip is forgotten.
-                if t.track_id is not None:
-                    ended.append(t.track_id)
-                continue
-            kept.append(t)
+        lost = ~matched
+        t.tracked[lost] = False
+        t.missed[lost] += 1
+        # Unconfirmed tracks get no second chance: a one-frame blip is forgotten.
+        gone = lost & ((t.missed > cfg.max_age) | (t.track_id == _UNCONFIRMED))
+        self.ended_ids = tuple(int(i) for i in t.track_id[gone & (t.track_id != _UNCONFIRMED)])
+        kept = t.select(np.flatnonzero(~gone))
 
-        for row in unmatched_high:
-            if scores[row] >= cfg.new_track_score:
-                track = _Track(boxes[row], int(classes[row]))
-                if cfg.min_hits <= 1:
-                    track.track_id = self._take_id()
-                assigned[row] = track
-                kept.append(track)
+        new_rows = [d for d in unmatched_high if scores[d] >= cfg.new_track_score]
+        if new_rows:
+            ids = [self._take_id() if cfg.min_hits <= 1 else _UNCONFIRMED for _ in new_rows]
+            kept = kept.extend(_TrackTable(*kalman_initiate(boxes[new_rows]), classes[new_rows], ids))
+            row_ids.update((d, i) for d, i in zip(new_rows, ids) if i != _UNCONFIRMED)
         self._tracks = kept
-        self.ended_ids = tuple(ended)
 
-        rows = sorted(r for r, t in assigned.items() if t.track_id is not None)
-        ids = np.array([assigned[r].track_id for r in rows], np.int64)
-        return detections[np.array(rows, np.int64)].replace(tracker_id=ids)
+        rows = sorted(row_ids)
+        return detections[np.array(rows, np.int64)].replace(tracker_id=np.array([row_ids[r] for r in rows], np.int64))
 
     def _take_id(self) -> int:
         tid = self._next_id
