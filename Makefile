@@ -14,7 +14,7 @@ LIVENESS := $(VENV)/share/edgesight/liveness
 SYSTEM_PKGS := mosquitto pamtester
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-quick clean system-deps
+.PHONY: demo test test-quick clean system-deps bench-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test: system-deps $(VENV)/.dev-installed
 
 test-quick: system-deps $(VENV)/.dev-installed
 	$(PY) -m pytest -q -x -m "not slow" -p no:cacheprovider
+
+# Reference pipelines for benchmarks/face_speed.py (dlib, as Howdy uses it).
+bench-deps: $(VENV)/.dev-installed
+	$(PY) -m pip install -q -e .[bench]
 
 clean:
 	rm -rf $(VENV) build *.egg-info
