@@ -140,3 +140,12 @@ def test_corrupt_model_gives_engine_error_naming_file(tmp_path, content, backend
     p.write_bytes(content)
     with pytest.raises(EngineError, match="broken"):
         load_engine(p, backend=backend)
+
+
+def test_onnxruntime_without_spinning_gives_the_same_output():
+    ref = registry.resolve("yunet_s_640x640")
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 640, 640)).astype(np.float32)
+    with load_engine(ref.path, threads=2) as a, load_engine(ref.path, threads=2, allow_spinning=False) as b:
+        ya, yb = a.run({"input": x}), b.run({"input": x})
+    for k in ya:
+        np.testing.assert_allclose(ya[k], yb[k], rtol=1e-5, atol=1e-6)
