@@ -236,8 +236,10 @@ def _safe_extract(tar_path: Path, dest: Path) -> Path:
                     raise BundleIntegrityError(f"{tar_path}: unsafe member path {m.name!r}", file=m.name)
                 if not (m.isfile() or m.isdir()):
                     raise BundleIntegrityError(f"{tar_path}: member {m.name!r} is not a regular file", file=m.name)
-            tf.extractall(dest, members=members, filter="data") if hasattr(tarfile, "data_filter") \
-                else tf.extractall(dest, members=members)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: refuse anything odd again
+                tf.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover - older Pythons; members were checked above
+                tf.extractall(dest, members=members)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise BundleIntegrityError(f"{tar_path}: not a readable bundle archive: {e}") from e
     tops = [p for p in dest.iterdir()]

@@ -201,7 +201,8 @@ def _model_report(o: ModelOutcome) -> dict:
            "licence": {"spdx": o.card.licence.spdx, "non_commercial": o.card.non_commercial,
                        "note": o.card.licence.note},
            "calibration": {"hash": o.calibration_hash, "note": o.calibration_note,
-                           "images": o.calibration_images},
+                           "images": o.calibration_images, "tflite_statistic": o.calibration_stat,
+                           "tflite_trials": o.calibration_trials},
            "prep": o.prep, "variants": variants, "chosen": chosen, "fallback": o.fallback}
     base = next((v for v in o.variants if v.key == o.chosen.key and not v.keep_float), None)
     if o.chosen.keep_float and base is not None and base.latency_ms and o.chosen.latency_ms:

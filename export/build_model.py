@@ -126,6 +126,8 @@ class ModelOutcome:
     calibration_images: int
     prep: dict
     fallback: list[dict]
+    calibration_trials: list[dict] = field(default_factory=list)
+    calibration_stat: str | None = None
 
 
 def _call(spec: str, *args):
@@ -175,6 +177,8 @@ class ModelBuild:
         self.ref = resolve(source.name)
         self._qsvs: dict | None = None
         self._onnx_fallback: list | None = None
+        self._calibration_trials: list[dict] = []
+        self._calibration_stat: str | None = None
 
     def say(self, msg: str) -> None:
         self.ctx.progress(f"{self.source.role}/{self.source.name}: {msg}")
@@ -211,8 +215,36 @@ class ModelBuild:
                                    output_names=[o.name for o in self.card.outputs], model_name=self.source.name)
         return onnx_to_tflite(self.ref.path, dst, model_name=self.source.name)
 
-    def _tflite(self, key: str, fp32: Path | None, reader, feeds: dict, reference: dict) -> VariantReport:
-        from export.tflite import TfliteQuantOptions, calibrate_tflite, make_variant, tflite_card
+    def _choose_calibration(self, fp32: Path, reader, gate) -> dict:
+        """Calibrate with each range statistic, gate each all-int8 model, keep the best ranges.
+
+        No statistic wins everywhere (measured here: min/max is best for MobileNetV2 and ruins
+        YOLOX; the smoothed min/max is the reverse), so the gate decides, by its own score
+        (:meth:`export.gates.Gate.score`).
+        """
+        from export.tflite import CalibrationStat, TfliteQuantOptions, calibrate_tflite, quantize_tflite, tflite_card
+
+        score = gate.score
+        best = None
+        for stat in CalibrationStat:
+            self.say(f"calibrating TFLite activations ({stat.value}) on {len(reader)} real inputs")
+            qsvs = calibrate_tflite(fp32, reader, TfliteQuantOptions(stat=stat, threads=self.ctx.threads),
+                                    model_name=self.source.name)
+            path = quantize_tflite(fp32, self.work / "tflite" / f"{self.source.name}_{stat.value}_int8.tflite",
+                                   "tflite_int8", qsvs=qsvs, model_name=self.source.name)
+            res = gate.evaluate(path, card=tflite_card(self.card, path, "tflite_int8"))
+            self._calibration_trials.append({"statistic": stat.value, "passed": res.passed,
+                                             "score": round(score(res.metrics), 5), "metrics": res.metrics,
+                                             "failures": list(res.failures)})
+            key = (res.passed, score(res.metrics))
+            if best is None or key > best[0]:
+                best = (key, stat, qsvs)
+        self.say(f"activation ranges: {best[1].value} (best gate score)")
+        self._calibration_stat = best[1].value
+        return best[2]
+
+    def _tflite(self, key: str, fp32: Path | None, reader, feeds: dict, reference: dict, gate) -> VariantReport:
+        from export.tflite import TfliteQuantOptions, make_variant, tflite_card
 
         dst = self.work / "tflite" / get_target(key).filename(self.source.name)
         t0 = time.perf_counter()
@@ -220,8 +252,7 @@ class ModelBuild:
             self.say("converting to TFLite fp32 (litert-torch)")
             fp32 = self._tflite_fp32(dst)
         elif get_target(key).calibrated and self._qsvs is None:
-            self.say(f"calibrating TFLite activations on {len(reader)} real inputs")
-            self._qsvs = calibrate_tflite(fp32, reader, model_name=self.source.name)
+            self._qsvs = self._choose_calibration(fp32, reader, gate)
         if key != "tflite_fp32":
             self.say(f"making {key}")
         # Only an fp32 conversion that changes the numbers is a broken converter, and stops the build;
@@ -279,8 +310,14 @@ class ModelBuild:
         self.say(f"{failed.key} failed its gate ({'; '.join(failed.gate.failures)}); ranking layers by "
                  "quantisation error")
         samples = [reader.feeds(i) for i in range(min(len(reader), 8))]
-        ranking = rank_layers(fp32, failed.path, samples)
         results: dict[Path, object] = {}
+        rankings: dict[str, object] = {}
+
+        def rank(path: Path):
+            ranking = rank_layers(fp32, path, samples)
+            for r in ranking:
+                rankings.setdefault(r.output, r)
+            return ranking
 
         def quantize(keep: tuple[str, ...]) -> Path:
             dst = failed.path.with_name(f"{self.source.name}_keep{len(keep)}{get_target(failed.key).suffix}")
@@ -289,16 +326,21 @@ class ModelBuild:
                                    qsvs=self._qsvs, model_name=self.source.name)
 
         def accept(path: Path):
-            res = gate.evaluate(path, card=tflite_card(self.card, path, failed.key))
+            try:
+                res = gate.evaluate(path, card=tflite_card(self.card, path, failed.key))
+            except ExportStepError as e:  # an attempt that cannot even run is a rejected attempt
+                from export.gates import GateResult
+
+                res = GateResult(self.source.role, path.name, {}, False, (f"could not be evaluated: {e}",))
             results[path] = res
             return res.passed, res
 
-        steps = fallback_search(ranking, quantize, accept, total_ops=len(list_ops(fp32)))
+        steps = fallback_search(rank, failed.path, quantize, accept, total_ops=len(list_ops(fp32)))
         log_rows = [{"kept_float": len(s.keep_float), "file": s.path.name, "passed": s.accepted,
                      "failures": list(results[s.path].failures)} for s in steps]
-        top = {r.output: {"op": r.op, "index": r.index, "added_error": round(r.added, 4)} for r in ranking[:32]}
         for row, s in zip(log_rows, steps):
-            row["layers"] = [{"output": n[:120], **top.get(n, {})} for n in s.keep_float]
+            row["layers"] = [{"output": n[:120], "op": rankings[n].op, "index": rankings[n].index,
+                              "added_error": round(rankings[n].added, 4)} for n in s.keep_float if n in rankings]
         if not steps or not steps[-1].accepted:
             return None, log_rows
         s = steps[-1]
@@ -326,7 +368,7 @@ class ModelBuild:
         fp32_tflite: Path | None = None
         for key in self.ctx.keys:
             if key.startswith("tflite"):
-                v = self._tflite(key, fp32_tflite, reader, feeds, reference)
+                v = self._tflite(key, fp32_tflite, reader, feeds, reference, gate)
                 if key == "tflite_fp32":
                     fp32_tflite = v.path
             else:
@@ -349,7 +391,7 @@ class ModelBuild:
         chosen.card = self._final_card(chosen)
         cal_hash = reader.hash
         return ModelOutcome(self.source, self.card, float_onnx, variants, chosen, reason, cal_hash, data.note,
-                            len(reader), prep, fallback_log)
+                            len(reader), prep, fallback_log, self._calibration_trials, self._calibration_stat)
 
     def _choose(self, variants: list[VariantReport]) -> tuple[VariantReport, str]:
         fmt = self.ctx.runtime_format

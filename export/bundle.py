@@ -127,6 +127,7 @@ def _write_archive(src: Path, archive: Path) -> Path:
         with tarfile.open(tmp, "w:gz") as tf:
             for p in sorted(src.rglob("*")):
                 tf.add(p, arcname=f"{src.name}/{p.relative_to(src).as_posix()}", recursive=False)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, archive)
     finally:
         if os.path.exists(tmp):

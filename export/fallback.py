@@ -46,7 +46,7 @@ from export.timing import measure_latency
 log = logging.getLogger(__name__)
 
 __all__ = ["FallbackOptions", "Attempt", "FallbackResult", "NodeDamage", "rank_nodes", "quantize_with_fallback",
-           "GATE_SCORES", "SQNR_CAP_DB", "COMPUTE_OPS"]
+           "SQNR_CAP_DB", "COMPUTE_OPS"]
 
 #: SQNR reported for a tensor without quantisation noise (and for graph inputs).
 SQNR_CAP_DB = 100.0
@@ -56,23 +56,14 @@ COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
 #: Suffix onnxruntime's QDQ quantiser gives the dequantised copy of a tensor.
 DEQUANT_SUFFIX = "_DequantizeLinear_Output"
-#: The metric each role's gate is scored by when choosing the calibration method (higher is better).
-GATE_SCORES: dict[str, Callable[[dict], float]] = {
-    "classifier": lambda m: m["top1_agreement"] + 0.1 * m["top5_overlap"],
-    "detector": lambda m: m["map50_95"] + 0.1 * m["map50"],
-    "face_detector": lambda m: m["recall"] + m["mean_iou"],
-    "face_embedder": lambda m: m["roc_auc"] + m["mean_cosine_vs_float"],
-    "liveness": lambda m: m["agreement"] - m["max_abs_p_live_diff"],
-}
-
-
 @dataclass(frozen=True)
 class FallbackOptions:
     """Limits of the fallback loop.
 
     Attributes:
         methods: calibration methods tried first (the best by gate score is kept); empty:
-            use ``QuantOptions.calibration`` only.
+            use ``QuantOptions.calibration`` only. ENTROPY is left out by default: its KL search
+            takes minutes on a 2-core machine and clipped MobileNetV2 worse than MinMax here.
         max_rounds: re-quantisations after the all-int8 attempt.
         first_step: nodes kept float in the first round; the step doubles every round.
         max_float_fraction: stop before more than this share of the quantisable nodes is float.
@@ -82,8 +73,7 @@ class FallbackOptions:
             runs: the machine is shared, the minimum is the least disturbed figure).
     """
 
-    methods: tuple[CalibrationMethod, ...] = (CalibrationMethod.MINMAX, CalibrationMethod.PERCENTILE,
-                                              CalibrationMethod.ENTROPY)
+    methods: tuple[CalibrationMethod, ...] = (CalibrationMethod.MINMAX, CalibrationMethod.PERCENTILE)
     max_rounds: int = 6
     first_step: int = 1
     max_float_fraction: float = 0.5
@@ -112,6 +102,15 @@ class NodeDamage:
     @property
     def damage_db(self) -> float:
         return self.sqnr_in_db - self.sqnr_out_db
+
+    @property
+    def damage(self) -> float:
+        """Noise-to-signal power the node adds (output NSR − input NSR): noise powers add along
+        the graph, so this — not the dB difference — says how much the node hurts the output.
+        Each NSR is capped at 1 (0 dB): downstream of a destroyed tensor every node "loses" dB,
+        and the node that destroyed it must rank first."""
+        nsr = lambda db: min(1.0, 10.0 ** (-db / 10.0))  # noqa: E731 - capped: a dead signal cannot die twice
+        return nsr(self.sqnr_out_db) - nsr(self.sqnr_in_db)
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,8 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
 
     For a node, ``sqnr_in`` is the lowest SQNR of its activation inputs (float tensor vs the
     quantised model's dequantised copy) and ``sqnr_out`` the lowest of its outputs; the damage
-    is their difference. A node whose own quantisation (weights, output rounding, an output
+    is the noise-to-signal power it adds (:attr:`NodeDamage.damage`). The signal is each tensor's variation around its per-channel mean over
+    the samples (the information it carries), the noise the squared float-vs-quantised difference. A node whose own quantisation (weights, output rounding, an output
     range too coarse for the signal) hurts shows a large damage.
 
     Args:
@@ -209,7 +209,8 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
         candidates: only rank these node names (default: every node of a quantisable type).
 
     Returns:
-        ``NodeDamage`` list, largest damage first.
+        ``NodeDamage`` list, largest damage first. Relu/Clip folded into their producer's output
+        quantisation are not listed (their producer is, with their output's SQNR).
     """
     import onnx
 
@@ -225,7 +226,9 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
     qs = _session_with_all_outputs(qm, sorted(set(q_name.values())))
     f_names = [o.name for o in fs.get_outputs()]
     q_names = [o.name for o in qs.get_outputs()]
-    sig: dict[str, float] = {}
+    energy: dict[str, float] = {}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
     noise: dict[str, float] = {}
     for k in range(min(samples, len(reader))):
         feeds = reader.feeds(k)
@@ -234,13 +237,33 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
         for t, qt in q_name.items():
             a = np.asarray(fo[t], np.float64)
             b = np.asarray(qo[qt], np.float64).reshape(a.shape)
-            sig[t] = sig.get(t, 0.0) + float(np.sum(a * a))
+            per_channel = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1) if a.ndim >= 2 else a.reshape(1, -1)
+            energy[t] = energy.get(t, 0.0) + float(np.sum(a * a))
+            sums[t] = sums.get(t, 0.0) + per_channel.sum(axis=1)
+            counts[t] = counts.get(t, 0) + per_channel.shape[1]
             noise[t] = noise.get(t, 0.0) + float(np.sum((a - b) ** 2))
+    # Signal = variation around each channel's mean: a variant that answers the mean for every
+    # input (e.g. destroyed weights plus bias correction) must score ~0 dB, not the mean's energy.
+    sig = {t: max(0.0, energy[t] - float(np.sum(sums[t] ** 2)) / max(1, counts[t])) for t in energy}
 
     producer = {o: n for n in fm.graph.node for o in n.output}
 
+    consumers: dict[str, list] = {}
+    for n in fm.graph.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+
+    def observed_output(t: str) -> str:
+        """A compute node's output that onnxruntime folded into a Relu/Clip: use the activation's."""
+        if t in sig:
+            return t
+        c = consumers.get(t, [])
+        if len(c) == 1 and c[0].op_type in FUSED_ACTIVATIONS and c[0].output[0] in sig:
+            return c[0].output[0]
+        return t
+
     def sqnr(t: str, depth: int = 0) -> float:
-        if t in graph_inputs or depth > 8:
+        if depth > 8 or (t in graph_inputs and t not in sig):
             return SQNR_CAP_DB
         if t not in sig:  # not observable in the quantised graph (e.g. a removed Clip): use its producer's inputs
             p = producer.get(t)
@@ -260,10 +283,12 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
         if candidates is None and n.op_type not in ops:
             continue
         ins = [x for x in n.input if x and x not in inits]
+        if n.op_type in FUSED_ACTIVATIONS and ins and ins[0] not in sig:
+            continue  # folded into its producer's output quantisation: ranked (and kept float) with it
         s_in = min((sqnr(x) for x in ins), default=SQNR_CAP_DB)
-        s_out = min((sqnr(x) for x in n.output if x), default=SQNR_CAP_DB)
+        s_out = min((sqnr(observed_output(x)) for x in n.output if x), default=SQNR_CAP_DB)
         out.append(NodeDamage(n.name, n.op_type, s_in, s_out))
-    out.sort(key=lambda d: -d.damage_db)
+    out.sort(key=lambda d: -d.damage)
     return out
 
 
@@ -328,7 +353,7 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
     quantisable = [n.name for n in fmodel.graph.node
                    if n.op_type in (set(options.op_types) if options.op_types else quantizable_op_types())]
     feeders, consumers = _neighbours(fmodel)
-    score = GATE_SCORES[gate.role.value]
+    score = gate.score
     attempts: list[Attempt] = []
     ranking: list[NodeDamage] = []
     with tempfile.TemporaryDirectory(prefix=f"edgesight-fallback-{name}-") as tmp:

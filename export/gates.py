@@ -38,7 +38,7 @@ from export.roles import Role, RoleData, role_data
 from export.variants import ExportStepError, check_agreement, target_for_file
 
 __all__ = ["GateLimits", "GateResult", "Gate", "make_gate", "RAW_CHECK_INPUTS", "EMBEDDER_FARS", "FACE_MATCH_IOU",
-           "ClassifierGate", "DetectorGate"]
+           "ClassifierGate", "DetectorGate", "GATE_SCORES", "summarize"]
 
 #: Evaluation inputs on which raw outputs are compared with the per-format tolerance.
 RAW_CHECK_INPUTS = 4
@@ -47,6 +47,14 @@ EMBEDDER_FARS = (1e-2, 1e-3)
 #: IoU at which a variant's face counts as the float model's face.
 FACE_MATCH_IOU = 0.5
 TOP_K = 5
+#: The figure each role's variants are ranked by (higher is better), e.g. to pick a calibration method.
+GATE_SCORES = {
+    "classifier": lambda m: m["top1_agreement"] + 0.1 * m["top5_overlap"],
+    "detector": lambda m: m["map50_95"] + 0.1 * m["map50"],
+    "face_detector": lambda m: m["recall"] + m["mean_iou"],
+    "face_embedder": lambda m: m["roc_auc"] + m["mean_cosine_vs_float"],
+    "liveness": lambda m: m["agreement"] - m["max_abs_p_live_diff"],
+}
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,10 @@ class Gate:
         if self._ref is None:
             self._ref = self._measure(self.float_path, self.card, None)
         return self._ref
+
+    def score(self, metrics: dict) -> float:
+        """One number ranking variants of this role (higher is better), from ``metrics``."""
+        return GATE_SCORES[self.role.value](metrics)
 
     def float_result(self) -> GateResult:
         """The float model's own figures (it passes by definition)."""

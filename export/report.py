@@ -30,6 +30,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
 def _mb(n: int | None) -> str:
     return "–" if n is None else f"{n / 1e6:.2f} MB"
 
@@ -43,6 +47,11 @@ def _model_section(m: dict) -> list[str]:
               f"- calibration: {m['calibration']['note']}; hash `{m['calibration']['hash'][:16]}…` "
               f"({m['calibration']['images']} inputs)",
               f"- chosen: **{m['chosen']['file']}** — {m['chosen']['reason']}", ""]
+    trials = m["calibration"].get("tflite_trials") or []
+    if trials:
+        lines += ["- full-integer activation ranges tried (all-int8 model, gate score): " + ", ".join(
+            f"{t['statistic']} {t['score']:.4f}{' pass' if t['passed'] else ''}" for t in trials)
+            + f" → **{m['calibration']['tflite_statistic']}**", ""]
     names = KEY_METRICS.get(role, ())
     head = ["variant", "size", "ms here", "cosine vs float", *names, "gate"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -51,7 +60,7 @@ def _model_section(m: dict) -> list[str]:
         metrics = g.get("metrics", {})
         verdict = "pass" if v["passed"] else "FAIL: " + "; ".join(g.get("failures", []))
         kept = f" ({len(v['kept_float'])} float)" if v["kept_float"] else ""
-        lines.append("| " + " | ".join([f"{v['file']}{kept}", _mb(v["size"]), _fmt(v["latency_ms"]),
+        lines.append("| " + " | ".join([f"{v['file']}{kept}", _mb(v["size"]), _ms(v["latency_ms"]),
                                          _fmt(v["agreement"].get("cosine")),
                                          *[_fmt(metrics.get(n)) for n in names], verdict]) + " |")
     if m.get("fallback"):
@@ -83,7 +92,7 @@ def render_markdown(report: dict) -> str:
     lines += ["| role | model | variant | size | ms here | gate |", "|---|---|---|---|---|---|"]
     for m in report["models"]:
         c = m["chosen"]
-        lines.append(f"| {m['role']} | {m['source']} | {c['key']} | {_mb(c['size'])} | {_fmt(c['latency_ms'])} | "
+        lines.append(f"| {m['role']} | {m['source']} | {c['key']} | {_mb(c['size'])} | {_ms(c['latency_ms'])} | "
                      f"{'pass' if c['passed'] else 'FAIL'} |")
     lines += ["", "## Models", ""]
     for m in report["models"]:

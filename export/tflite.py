@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from export.onnx_export import ExportError, isolated_caches
-from export.tflite_fb import rename_io, to_uint8_io
+from export.tflite_fb import names_from_signature, rename_io, to_uint8_io
 from export.variants import Agreement, ExportStepError, StepResult, check_agreement, export_step, get_target
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ __all__ = ["TFLITE_KEYS", "CalibrationStat", "TfliteQuantOptions", "converter_ve
 TFLITE_KEYS = ("tflite_fp32", "tflite_fp16", "tflite_int8_dynamic", "tflite_int8", "tflite_int8_uint8io")
 #: litert-torch's signature name for a single-signature model.
 SIGNATURE = "serving_default"
+#: Permissions of written model files.
+FILE_MODE = 0o644
 #: Python packages whose versions go into reports.
 CONVERTER_PACKAGES = ("litert-torch", "ai-edge-quantizer", "ai-edge-litert", "torch", "onnx", "onnxruntime")
 
@@ -59,6 +61,7 @@ class CalibrationStat(str, enum.Enum):
 
     MOVING_AVERAGE = "moving_average"  # AEQ's default: min/max smoothed across samples (0.95)
     MINMAX = "minmax"  # the absolute min and max over all samples
+    MSE = "mse"  # per-tensor clipping minimising 8-bit quantisation error (export.tflite_calib)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def _atomic_write(dst: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; a model file is not a secret
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):
@@ -237,16 +241,21 @@ def calibrate_tflite(float_tflite: str | Path, calibration: Any, options: Tflite
     src = Path(float_tflite)
     name = model_name or src.stem
     samples = calibration_samples(calibration, _signature_inputs(src), name)
-    update = _minmax if options.stat is CalibrationStat.MINMAX else qsv_utils.moving_average_update
+    update = qsv_utils.moving_average_update if options.stat is CalibrationStat.MOVING_AVERAGE else _minmax
     manager = RecipeManager()
     manager.load_quantization_recipe(recipe.static_wi8_ai8())
     try:
         with _quiet():
             cal = calibrator.Calibrator(src.read_bytes(), num_threads=options.threads, qsv_update_func=update)
             cal.calibrate({SIGNATURE: samples}, manager)
+        qsvs = cal.get_model_qsvs()
+        if options.stat is CalibrationStat.MSE:
+            from export.tflite_calib import mse_ranges
+
+            qsvs = mse_ranges(src, samples, qsvs, threads=options.threads)
     except Exception as e:  # noqa: BLE001 - the interpreter's errors are untyped
         raise ExportStepError(name, "calibration", f"calibrating {src.name} failed: {type(e).__name__}: {e}") from e
-    return cal.get_model_qsvs()
+    return qsvs
 
 
 def quantize_tflite(float_tflite: str | Path, dst: str | Path, key: str, calibration: Any = None,
@@ -292,7 +301,7 @@ def quantize_tflite(float_tflite: str | Path, dst: str | Path, key: str, calibra
                 if qsvs is None:
                     qsvs = calibrate_tflite(src, calibration, options, model_name=name)
             _keep_float(q, options.keep_float)
-            data = bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
+            data = names_from_signature(bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model))
         if key == "tflite_int8_uint8io":
             data = to_uint8_io(data, name)
     except ExportError:

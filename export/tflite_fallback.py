@@ -4,9 +4,10 @@
 intermediate tensor preserved, dequantises the integer tensors and measures, per operator
 output, the error the operator *adds*: its relative RMS error against the float tensor minus
 the largest error already present in its inputs (error accumulates with depth, so the raw error
-would always blame the last layers). :func:`fallback_search` then keeps the worst 1, 2, 4 …
-operators in float, re-quantising with the same calibration statistics, until the caller's gate
-accepts a variant or the limit is reached.
+would always blame the last layers). :func:`fallback_search` then keeps the worst operators in
+float — 1, then 2, 4 … more per round, ranking the current variant afresh each round — and
+re-quantises with the same calibration statistics, until the caller's gate accepts a variant or
+a limit is reached.
 
 Example:
     >>> ranking = rank_layers("m_fp32.tflite", "m_int8.tflite", samples)           # doctest: +SKIP
@@ -24,15 +25,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LayerError", "FallbackStep", "rank_layers", "fallback_search", "MAX_FLOAT_FRACTION"]
+__all__ = ["LayerError", "FallbackStep", "rank_layers", "fallback_search", "MAX_FLOAT_FRACTION", "MAX_ROUNDS"]
 
 #: At most this fraction of the operators may be kept in float before the search gives up.
 MAX_FLOAT_FRACTION = 0.25
+#: Re-quantisations before the search gives up.
+MAX_ROUNDS = 7
 #: Samples used for ranking (the ranking is stable after a few).
 RANK_SAMPLES = 8
-#: Operators whose outputs are only moved, never computed: never worth keeping in float.
-_PASSIVE_OPS = {"TRANSPOSE", "RESHAPE", "PAD", "CONCATENATION", "SLICE", "STRIDED_SLICE", "QUANTIZE", "DEQUANTIZE",
-                "MAX_POOL_2D", "RESIZE_NEAREST_NEIGHBOR", "SQUEEZE", "EXPAND_DIMS", "GATHER"}
+#: Operators the quantiser inserts itself; they cannot be "kept in float". Every other operator is
+#: ranked, data movers included: a TRANSPOSE after a float CONCATENATION quantises the model's
+#: output again (YOLOX's class probabilities and box offsets in one int8 range) and must be named.
+_CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def rank_layers(float_tflite: str | Path, int8_tflite: str | Path, samples: Sequ
     producers_inputs = _op_input_names(int8_tflite)
     ranked = []
     for op in ops:
-        if op.op in _PASSIVE_OPS or op.output not in mean_err:
+        if op.op in _CONVERSION_OPS or op.output not in mean_err:
             continue
         before = max((mean_err.get(n, 0.0) for n in producers_inputs[op.index]), default=0.0)
         ranked.append(LayerError(op.index, op.op, op.output, mean_err[op.output], mean_err[op.output] - before))
@@ -130,33 +134,46 @@ def _op_input_names(path: str | Path) -> dict[int, list[str]]:
     return {i: [_name(sg.tensors[t]) for t in op.inputs if t >= 0] for i, op in enumerate(sg.operators)}
 
 
-def fallback_search(ranking: Sequence[LayerError], quantize: Callable[[tuple[str, ...]], Path],
-                    accept: Callable[[Path], tuple[bool, object]], *, total_ops: int,
-                    max_fraction: float = MAX_FLOAT_FRACTION) -> list[FallbackStep]:
-    """Keep the worst 1, 2, 4 … operators in float until ``accept`` says yes.
+def fallback_search(rank: Callable[[Path], Sequence[LayerError]], first: Path,
+                    quantize: Callable[[tuple[str, ...]], Path], accept: Callable[[Path], tuple[bool, object]], *,
+                    total_ops: int, max_fraction: float = MAX_FLOAT_FRACTION, max_rounds: int = MAX_ROUNDS
+                    ) -> list[FallbackStep]:
+    """Keep more and more of the worst operators in float until ``accept`` says yes.
+
+    Each round ranks the *current* variant again (:func:`rank_layers` through ``rank``): once an
+    operator is float, the damage shows up at the next quantised operator downstream (e.g. the
+    concatenation after a float sigmoid requantises its output again), which the fresh ranking
+    then names. Rounds add 1, 2, 4 … operators.
 
     Args:
-        ranking: from :func:`rank_layers`.
+        rank: ranks the operators of a quantised file, worst first.
+        first: the all-int8 variant that failed its gate.
         quantize: makes the variant with the given operator outputs kept in float; returns its path.
         accept: the gate; returns ``(passed, detail)``.
         total_ops: operator count of the model (for the limit).
         max_fraction: give up beyond this fraction of operators in float.
+        max_rounds: give up after this many re-quantisations.
 
     Returns:
-        Every attempt in order; the last one is accepted unless the limit was reached.
+        Every attempt in order; the last one is accepted unless a limit was reached.
     """
     limit = max(1, int(total_ops * max_fraction))
     steps: list[FallbackStep] = []
-    k = 1
-    while k <= min(limit, len(ranking)):
-        keep = tuple(r.output for r in ranking[:k])
-        path = quantize(keep)
-        ok, detail = accept(path)
-        steps.append(FallbackStep(keep, path, ok, detail))
-        log.info("fallback: %d layer(s) in float -> %s", k, "accepted" if ok else "rejected")
-        if ok:
+    keep: list[str] = []
+    current, step = Path(first), 1
+    for _ in range(max_rounds):
+        fresh = [r.output for r in rank(current) if r.output not in keep and r.added > 0]
+        if not fresh:
             break
-        if k == min(limit, len(ranking)):
+        add = fresh[:min(step, limit - len(keep))]
+        if not add:
             break
-        k = min(k * 2, limit, len(ranking))
+        keep += add
+        current = quantize(tuple(keep))
+        ok, detail = accept(current)
+        steps.append(FallbackStep(tuple(keep), current, ok, detail))
+        log.info("fallback: %d layer(s) in float -> %s", len(keep), "accepted" if ok else "rejected")
+        if ok or len(keep) >= limit:
+            break
+        step *= 2
     return steps

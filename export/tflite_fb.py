@@ -20,7 +20,8 @@ from typing import Sequence
 
 from export.onnx_export import ExportError
 
-__all__ = ["OpInfo", "rename_io", "to_uint8_io", "list_ops", "io_types", "UINT8_ZERO_POINT_SHIFT"]
+__all__ = ["OpInfo", "rename_io", "names_from_signature", "to_uint8_io", "list_ops", "io_types",
+           "UINT8_ZERO_POINT_SHIFT"]
 
 #: uint8 = int8 + 128, with the same scale (the zero point moves by the same amount).
 UINT8_ZERO_POINT_SHIFT = 128
@@ -82,6 +83,32 @@ def rename_io(data: bytes, input_names: Sequence[str], output_names: Sequence[st
             t.name = name.encode()
     sg.inputs, sg.outputs = in_idx, out_idx
     return _write(model)
+
+
+def names_from_signature(data: bytes) -> bytes:
+    """Give every input/output tensor its signature key as name (undoing a quantiser's renaming).
+
+    When an operator that produces a model output is kept in float, ai-edge-quantizer appends a
+    QUANTIZE op whose output (``obj_8_quantized``) becomes the model output, while the signature
+    key stays ``obj_8``. Decoders look outputs up by name, so the key is the name; a tensor that
+    already carried it is renamed ``<name>_inner``.
+    """
+    model = _read(data)
+    sg = model.subgraphs[0]
+    if not model.signatureDefs:
+        return data
+    changed = False
+    for entry in [*model.signatureDefs[0].inputs, *model.signatureDefs[0].outputs]:
+        key = _name(entry)
+        t = sg.tensors[entry.tensorIndex]
+        if _name(t) == key:
+            continue
+        for other in sg.tensors:
+            if other is not t and _name(other) == key:
+                other.name = f"{key}_inner".encode()
+        t.name = key.encode()
+        changed = True
+    return _write(model) if changed else data
 
 
 def _by_position(entries: list) -> list:

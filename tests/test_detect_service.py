@@ -19,7 +19,6 @@ import pytest
 
 from _mosquitto import MOSQUITTO, WAIT, Mosquitto, Subscriber, free_port, wait_until
 from edge.cli import main as edge_main
-from edge.cli.detect_cmd import _bundle_card
 from edge.detect.frameslot import FrameSlot
 from edge.detect.service import DetectionService, ServiceOptions
 from edge.detect.sinks.base import Sink
@@ -247,7 +246,8 @@ def test_a_detector_with_only_detect_runs_whole_in_the_inference_stage(model_dir
     (["--zones", "{tmp}/bad.json"], "duplicate"),
     (["--max-frames", "-1"], "--max-frames"),
     (["--score", "2"], "--score"),
-    (["--bundle", "{tmp}"], "no object_detection card"),
+    (["--bundle", "{tmp}"], "manifest.json is missing"),
+    (["--key", "{tmp}/k.pub"], "give --bundle"),
 ])
 def test_detect_command_reports_bad_input(tmp_path, capsys, argv, needle):
     (tmp_path / "bad.json").write_text('{"lines": [{"name": "g", "points": [[0,0],[1,0]]},'
@@ -268,15 +268,57 @@ def test_health_port_in_use_is_a_clean_error(tmp_path, capsys, model_dir):
     assert "cannot serve /health" in capsys.readouterr().err
 
 
-def test_bundle_card_selection(tmp_path):
-    card = json.loads((ROOT / "edge" / "registry" / "cards" / f"{MODEL}.json").read_text())
-    (tmp_path / "manifest.json").write_text('{"not": "a card"}')
-    (tmp_path / "a.json").write_text(json.dumps(card))
-    assert _bundle_card(tmp_path, None) == tmp_path / "a.json"
-    (tmp_path / "b.json").write_text(json.dumps({**card, "name": "other"}))
-    with pytest.raises(ModelCardError, match="several detectors"):
-        _bundle_card(tmp_path, None)
-    assert _bundle_card(tmp_path, "other") == tmp_path / "b.json"
+@pytest.fixture(scope="module")
+def signed_bundle(tmp_path_factory, model_dir):
+    """A real signed bundle whose detector role holds YOLOX-Nano (ONNX) and the SSD (TFLite)."""
+    pytest.importorskip("cryptography")
+    from edge.registry import get_card, resolve_file, resolve_model
+    from export.bundle import BundleEntry, write_bundle
+    from export.keys import generate_keypair, load_private_key
+
+    priv, pub = generate_keypair(tmp_path_factory.mktemp("keys"))
+    entries = []
+    for name in (MODEL, "ssd_mobilenet_v1_coco_quant"):
+        card = get_card(name)
+        labels = resolve_file(card.labels.file, card.labels.sha256) if card.labels else None
+        entries.append(BundleEntry("detector", resolve_model(card), card, labels))
+    out = tmp_path_factory.mktemp("bundles") / "board"
+    write_bundle(out, entries, profile="board", private_key=load_private_key(priv), report={}, report_md="")
+    return out, pub
+
+
+@pytest.mark.parametrize("model, tamper, key, rc, needle", [
+    (None, None, True, 2, "several detectors"),
+    ("nope", None, True, 2, "no object_detection model in its 'detector' role named 'nope'"),
+    (MODEL, None, True, 0, None),
+    ("ssd_mobilenet_v1_coco_quant", None, True, 0, None),
+    (MODEL, None, False, 0, "not verified"),
+    (MODEL, "detector/yolox_nano_416.json", True, 2, "yolox_nano_416.json sha256 differs"),
+    (MODEL, "manifest.json", True, 2, "manifest.json was altered"),
+])
+def test_detect_command_runs_a_verified_bundle(tmp_path, capsys, caplog, signed_bundle, coco_images, model, tamper,
+                                               key, rc, needle):
+    import shutil
+
+    bundle, pub = signed_bundle
+    if tamper is not None:
+        bundle = Path(shutil.copytree(bundle, tmp_path / "board"))
+        target = bundle / tamper
+        target.write_bytes(target.read_bytes().replace(b"{", b"[", 1))  # same size, other bytes
+    jsonl = tmp_path / "ev.jsonl"
+    argv = ["detect", "--source", str(coco_images), "--max-frames", "2", "--threads", "1", "--bundle", str(bundle),
+            "--sink", f"jsonl:{jsonl}"] + (["--model", model] if model else []) + (["--key", str(pub)] if key else [])
+    assert edge_main(argv) == rc
+    err = capsys.readouterr().err
+    if rc != 0:
+        assert needle in err
+        assert not jsonl.exists()
+        return
+    assert json.loads(err.strip().splitlines()[-1])["frames"] == 2
+    assert jsonl.read_text().strip()
+    assert ("not verified" in caplog.text) == (not key)
+    if needle is not None:
+        assert needle in caplog.text
 
 
 def test_detect_command_writes_jsonl_over_coco128(tmp_path, capsys, model_dir, coco_images):

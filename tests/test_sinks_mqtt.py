@@ -136,8 +136,8 @@ def test_broker_restart_loses_nothing_and_keeps_order(broker, subscriber, sink_f
     assert sink.stats()["buffered"] == 25
     failures = sink.stats()["connect_failures"]
 
+    subs = subscriber.subscriptions  # read before the restart: the subscriber may be back at once
     broker.start(gated=True)  # same port; only the subscriber may connect for now
-    subs = subscriber.subscriptions
     wait_until(lambda: subscriber.subscriptions > subs, what="the subscriber to subscribe again")
     wait_until(lambda: sink.stats()["connect_failures"] > failures, what="the sink to be refused while gated")
     assert sink.stats()["buffered"] == 25  # refused: everything still on disk

@@ -22,7 +22,8 @@ from edge.preprocess import prepare  # noqa: E402
 from edge.registry import load_labels, resolve  # noqa: E402
 from export import onnx_torch  # noqa: E402
 from export.onnx_torch import UnsupportedOperatorError, onnx_to_torch  # noqa: E402
-from export.tflite import TFLITE_KEYS, make_variant, onnx_to_tflite, torch_to_tflite  # noqa: E402
+from export.tflite import (TFLITE_KEYS, CalibrationStat, TfliteQuantOptions, calibrate_tflite,  # noqa: E402
+                           make_variant, onnx_to_tflite, torch_to_tflite)
 from export.tflite_fb import io_types, list_ops  # noqa: E402
 from export.variants import TOL_FP32, ExportStepError, check_agreement  # noqa: E402
 
@@ -62,13 +63,17 @@ def mnv2(tmp_path_factory, samples, data_dir):
     x = {spec.name: prepare(load_image(samples / "cat.bmp"), spec)[0]}
     with torch.no_grad():
         reference = {"logits": model(torch.from_numpy(x[spec.name])).numpy()}
+    # Min/max ranges: what edge-export build picks for MobileNetV2 by gate score (its report:
+    # min/max 0.954, MSE 0.902, the smoothed min/max 0.704); the smoothed one flips bird.bmp.
+    qsvs = calibrate_tflite(fp32, calibration, TfliteQuantOptions(stat=CalibrationStat.MINMAX))
     variants = {}
     for key in TFLITE_KEYS:
         dst = fp32 if key == "tflite_fp32" else out / f"mnv2_{key}.tflite"
-        result, agreement = make_variant(key, fp32, dst, check_feeds=x, reference=reference,
-                                         calibration=calibration, model_name="mobilenet_v2")
+        result, agreement = make_variant(key, fp32, dst, check_feeds=x, reference=reference, qsvs=qsvs,
+                                         model_name="mobilenet_v2")
         variants[key] = (result, agreement)
-    return {"model": model, "card": ref.card, "spec": spec, "variants": variants, "dir": out}
+    return {"model": model, "card": ref.card, "spec": spec, "variants": variants, "dir": out,
+            "calibration": calibration}
 
 
 def test_fp32_matches_torch_and_onnx_and_sees_a_cat(mnv2, samples, tmp_path):
@@ -189,6 +194,32 @@ def test_unsupported_operator_names_model_step_and_op(tmp_path):
     assert not (tmp_path / "x.tflite").exists()
 
 
+@pytest.mark.parametrize("stat", list(CalibrationStat))
+def test_every_range_statistic_gives_a_working_int8_model(mnv2, samples, tmp_path, stat):
+    from export.tflite import quantize_tflite
+
+    fp32 = mnv2["variants"]["tflite_fp32"][0].path
+    qsvs = calibrate_tflite(fp32, mnv2["calibration"], TfliteQuantOptions(stat=stat))
+    path = quantize_tflite(fp32, tmp_path / f"m_{stat.value}.tflite", "tflite_int8", qsvs=qsvs)
+    x = {"input": prepare(load_image(samples / "cat.bmp"), mnv2["spec"])[0]}
+    ag = check_agreement(_litert_outputs(fp32, x), _litert_outputs(path, x), mnv2["variants"]["tflite_int8"][0].target.tolerance)
+    assert ag.cosine > 0.97, (stat, ag)
+
+
+def test_keep_float_leaves_the_named_layers_in_float(mnv2, tmp_path):
+    from export.tflite import quantize_tflite
+
+    fp32 = mnv2["variants"]["tflite_fp32"][0].path
+    ops = list_ops(fp32)
+    convs = [o.output for o in ops if o.op == "CONV_2D"][:2]
+    qsvs = calibrate_tflite(fp32, mnv2["calibration"][:4])
+    path = quantize_tflite(fp32, tmp_path / "keep.tflite", "tflite_int8", qsvs=qsvs,
+                           options=TfliteQuantOptions(keep_float=tuple(convs)))
+    kept = {o.output: o.quantized for o in list_ops(path)}
+    assert all(kept[name] is False for name in convs)
+    assert sum(1 for q in kept.values() if q) > len(ops) // 2
+
+
 def test_empty_calibration_is_a_clear_error(mnv2, tmp_path):
     from export.tflite import quantize_tflite
 
@@ -199,3 +230,31 @@ def test_empty_calibration_is_a_clear_error(mnv2, tmp_path):
         quantize_tflite(mnv2["variants"]["tflite_fp32"][0].path, tmp_path / "x.tflite", "tflite_int8")
     assert not (tmp_path / "x.tflite").exists()
 
+
+
+@pytest.mark.parametrize("needed, rounds, accepted", [
+    ({"a"}, 1, True),                 # the worst layer alone fixes it
+    ({"a", "c"}, 2, True),            # 1, then 1 + 2 layers
+    ({"b"}, 2, True),                 # b only becomes worst once a is float (re-ranking)
+    ({"zz"}, 3, False),               # never fixable: stops at the float-fraction limit (4 of 16)
+])
+def test_fallback_search_re_ranks_and_stops(tmp_path, needed, rounds, accepted):
+    from export.tflite_fallback import LayerError, fallback_search
+
+    def rank(path):  # "b" hides behind "a": its error only shows once "a" is float
+        kept = set(path.stem.split("-")[1:]) if "-" in path.stem else set()
+        order = ["a", "c", "d", "e", "f", "g", "h"] if "a" not in kept else ["b", "c", "d", "e", "f", "g", "h"]
+        return [LayerError(i, "CONV_2D", n, 0.5, 0.5 - i / 100) for i, n in enumerate(order)]
+
+    def quantize(keep):
+        p = tmp_path / ("m-" + "-".join(keep) + ".tflite")
+        p.write_bytes(b"x")
+        return p
+
+    def accept(path):
+        return needed <= set(path.stem.split("-")[1:]), None
+
+    steps = fallback_search(rank, tmp_path / "m.tflite", quantize, accept, total_ops=16, max_fraction=0.25)
+    assert len(steps) == rounds
+    assert steps[-1].accepted is accepted
+    assert all(len(s.keep_float) <= 4 for s in steps)

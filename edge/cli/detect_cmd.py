@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "yolox_nano_416"
 DEFAULT_SINK = "jsonl:-"
+#: The bundle role whose model ``--bundle`` runs.
+DETECTOR_ROLE = "detector"
 #: Scores at or above this can continue a track (ByteTrack's second association); the detector
 #: is run with this threshold, new tracks still need the user's ``--score``.
 TRACK_LOW_SCORE = 0.1
@@ -34,8 +36,10 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--source", required=True, help="camera index, /dev/videoN, rtsp://, video file, image folder, "
                                                    "picamera, synthetic[:WxH], gst:PIPELINE")
-    p.add_argument("--bundle", type=Path, help="bundle directory: its object_detection card is used "
-                                               "(with several, choose one with --model NAME)")
+    p.add_argument("--bundle", type=Path, help="bundle directory written by edge-export build: the model of its "
+                                               "detector role is used (with several, choose one with --model NAME)")
+    p.add_argument("--key", type=Path, metavar="PUB", help="Ed25519 public key: verify the bundle's signature and "
+                                                            "every file against its manifest before use")
     p.add_argument("--model", help=f"registry name, model file or card JSON (default {DEFAULT_MODEL})")
     p.add_argument("--sink", action="append", metavar="SPEC",
                    help="jsonl:PATH | mqtt://HOST[:PORT]/PREFIX | http(s)://URL | snapshots:DIR "
@@ -68,28 +72,30 @@ def default_device() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-") or "edge"
 
 
-def _bundle_card(bundle: Path, name: str | None) -> Path:
-    """The card JSON of the object detector in a bundle directory."""
-    from edge.cards import load_card
+def _bundle_detector(bundle: Path, name: str | None, key: Path | None) -> Path:
+    """The card JSON of the detector in a bundle directory, after verifying the bundle with ``key``.
 
-    if not bundle.is_dir():
-        raise ModelCardError(f"bundle {bundle} is not a directory")
-    found = []
-    for path in sorted(bundle.rglob("*.json")):
-        try:
-            card = load_card(path)
-        except (ModelCardError, ValueError, KeyError, TypeError):
-            continue  # manifests, labels, signatures: not cards
-        if card.task == "object_detection":
-            found.append((card.name, path))
+    Raises:
+        BundleSignatureError / BundleIntegrityError / BundleKeyError: verification failed.
+        ModelCardError: the bundle has no detector (named ``name``), or several and no name.
+    """
+    from edge.bundle import load_bundle, verify_bundle
+
+    if key is not None:
+        info = verify_bundle(bundle, key)
+        log.info("bundle %s verified: signed by key %s, %d files", bundle, info.key_id, info.files)
+    else:
+        log.warning("bundle %s is used without --key: its signature and files are not verified", bundle)
+    b = load_bundle(bundle)
+    found = [m for m in b.roles.get(DETECTOR_ROLE, ()) if m.card.task == "object_detection"]
     if name is not None:
-        found = [(n, p) for n, p in found if name in (n, p.name, p.stem)]
+        found = [m for m in found if name in (m.card.name, m.model_path.name, m.model_path.stem, m.card_path.name)]
     if len(found) == 1:
-        return found[0][1]
+        return found[0].card_path
     if not found:
-        raise ModelCardError(f"bundle {bundle} holds no object_detection card"
-                             + (f" named {name!r}" if name else ""))
-    raise ModelCardError(f"bundle {bundle} holds several detectors ({', '.join(n for n, _ in found)}); "
+        raise ModelCardError(f"bundle {bundle} holds no object_detection model in its {DETECTOR_ROLE!r} role"
+                             + (f" named {name!r}" if name else "") + f" (roles: {', '.join(b.roles) or 'none'})")
+    raise ModelCardError(f"bundle {bundle} holds several detectors ({', '.join(m.card.name for m in found)}); "
                          "choose one with --model NAME")
 
 
@@ -135,8 +141,10 @@ def cmd_detect(args) -> int:
     from edge.detect.tracker import ByteTracker, TrackerConfig
     from edge.detect.zones import ZoneConfig, ZoneMonitor, load_zones
 
+    if args.key is not None and args.bundle is None:
+        raise ValueError("--key verifies a bundle: give --bundle DIR too")
     if args.bundle is not None:
-        model = str(_bundle_card(args.bundle, args.model))
+        model = str(_bundle_detector(args.bundle, args.model, args.key))
     else:
         model = args.model or DEFAULT_MODEL
     for name, value, low in (("--max-frames", args.max_frames, 0), ("--buffer-limit", args.buffer_limit, 1),

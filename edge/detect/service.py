@@ -21,8 +21,10 @@ they compute):
 - optionally a small HTTP endpoint (``/health``, ``/metrics``) on 127.0.0.1.
 
 Frames are dropped only before inference (the frame slot under ``latest``, and frames still
-waiting in the first two hand-overs at a stop); every inferred frame is post-processed and its
-events reach the sinks. ``frames_captured == frames_processed + frames_dropped`` after a run.
+waiting in the first two hand-overs at a stop) or with a stage's error; every inferred frame is
+post-processed in order and its events reach the sinks. ``frames_captured == frames_processed +
+frames_dropped`` after a run; ``/metrics`` says where frames were dropped (``frames_dropped_at``)
+and how full each hand-over is (``queue_depth``).
 
 :meth:`DetectionService.request_stop` is safe to call from a signal handler: it only sets a
 flag. The service then finishes the inference in hand, post-processes every inferred frame,

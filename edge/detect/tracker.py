@@ -16,6 +16,8 @@ own class.
 
 Matching is greedy on IoU (best pair first), which for the handful of objects an edge camera
 sees gives the same pairs as an optimal assignment at a fraction of the cost and with no SciPy.
+The tracks' Kalman states live in stacked arrays, so prediction, correction and bookkeeping run
+once per frame for all tracks rather than once per track.
 
 Example:
     >>> import numpy as np

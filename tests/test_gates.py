@@ -1,0 +1,255 @@
+"""Accuracy gates and the mixed-precision fallback (export/gates.py, gates_face.py, fallback.py)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext as does_not_raise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from export.calibration import ImageFolderReader, list_images, split_files  # noqa: E402
+from export.fallback import FallbackOptions, quantize_with_fallback, rank_nodes  # noqa: E402
+from export.gates import ClassifierGate, Gate, GateLimits, make_gate  # noqa: E402
+from export.gates_face import match_faces  # noqa: E402
+from export.onnx_prep import prepare_onnx  # noqa: E402
+from export.quantize import CalibrationMethod, QuantOptions, convert_onnx_fp16, quantize_onnx_int8  # noqa: E402
+from export.roles import Role, RoleData, calibration_reader, role_data  # noqa: E402
+from tests._tiny_onnx import HOSTILE_NODE, colour_net, hostile_net, save, tiny_card  # noqa: E402
+
+
+def _subset(role: Role, data_dir, n_cal: int, n_eval: int) -> RoleData:
+    d = role_data(role, data_dir)
+    return RoleData(role, d.calibration[:n_cal], d.evaluation[:n_eval], f"test subset of: {d.note}")
+
+
+@pytest.fixture(scope="module")
+def coco(data_dir):
+    return split_files(list_images(data_dir / "coco128" / "images"))
+
+
+# -- limits ---------------------------------------------------------------------------------
+
+def test_limits_come_from_the_profile():
+    from edge.profile import load_profile, profiles_dir
+
+    p = load_profile(profiles_dir() / "rpi5.toml")
+    lim = GateLimits.from_profile(p)
+    assert lim.max_map_drop == p.thresholds.max_map_drop
+    assert lim.min_top1_agreement == p.thresholds.min_top1_agreement
+    assert lim.target_far == p.thresholds.target_far
+    assert lim.liveness_threshold == p.thresholds.liveness
+    assert lim.max_auc_drop == p.thresholds.max_auc_drop
+
+
+@pytest.mark.parametrize("ref, got, expected", [
+    ([[0, 0, 10, 10]], [[0, 0, 10, 10]], [1.0]),
+    ([[0, 0, 10, 10]], [[20, 20, 30, 30]], [0.0]),
+    ([[0, 0, 10, 10], [20, 20, 30, 30]], [[21, 21, 30, 30]], [0.0, 0.81]),
+    ([[0, 0, 10, 10]], [], [0.0]),
+    ([[0, 0, 10, 10], [1, 1, 11, 11]], [[0, 0, 10, 10]], [1.0, 0.0]),  # one-to-one: no double match
+])
+def test_match_faces(ref, got, expected):
+    np.testing.assert_allclose(match_faces(np.array(ref, float).reshape(-1, 4), np.array(got, float).reshape(-1, 4)),
+                               expected, atol=1e-6)
+
+
+# -- the classifier gate on a tiny model and real images ------------------------------------------
+
+def test_classifier_gate_passes_float_and_catches_a_zeroed_variant(tmp_path, data_dir):
+    card = tiny_card()
+    src = save(colour_net(), tmp_path / "colour_fp32.onnx")
+    broken = save(colour_net(zero_weights=True), tmp_path / "colour_int8.onnx")
+    gate = ClassifierGate(src, card, GateLimits(), data=_subset(Role.CLASSIFIER, data_dir, 0, 40))
+    ref = gate.float_result()
+    assert ref.passed and ref.metrics["top1_agreement"] == 1.0
+    assert len(set(gate.reference["scores"].argmax(1))) >= 2, "the test model must not answer one class"
+    fp16 = gate.evaluate(convert_onnx_fp16(src, tmp_path / "colour_fp16.onnx"))
+    assert fp16.passed, fp16.failures
+    res = gate.evaluate(broken)
+    assert not res.passed
+    assert res.metrics["top1_agreement"] == 0.0
+    assert any("top-1 agreement" in f for f in res.failures)
+    assert any("outside the onnx_int8 tolerance" in f for f in res.failures)
+
+
+def test_gate_names_the_model_when_a_variant_cannot_run(tmp_path, data_dir):
+    from export.variants import ExportStepError
+
+    gate = ClassifierGate(save(colour_net(), tmp_path / "c.onnx"), tiny_card(), data=_subset(Role.CLASSIFIER, data_dir, 0, 3))
+    junk = tmp_path / "junk_int8.onnx"
+    junk.write_bytes(b"not onnx")
+    with pytest.raises(ExportStepError, match="tiny: gate: junk_int8.onnx could not be evaluated"):
+        gate.evaluate(junk)
+
+
+@pytest.mark.parametrize("role, expectation", [
+    ("classifier", does_not_raise()), ("detector", does_not_raise()), ("face_detector", does_not_raise()),
+    ("face_embedder", does_not_raise()), ("liveness", does_not_raise()),
+    ("segmenter", pytest.raises(ValueError)),
+])
+def test_every_role_has_a_gate_and_disjoint_data(role, expectation, data_dir, tmp_path):
+    with expectation:
+        g = make_gate(role, tmp_path / "m.onnx", tiny_card(), data_dir=data_dir)
+        assert isinstance(g, Gate)
+        assert g.data.calibration and g.data.evaluation
+        assert not set(g.data.calibration) & set(g.data.evaluation)
+
+
+# -- the fallback ---------------------------------------------------------------------------------
+
+class VariationGate(Gate):
+    """Test gate: error of the logits relative to how much the float logits vary across images.
+
+    (A plain cosine is fooled by a variant answering the dataset's mean logits for every image:
+    bias correction alone gives the hostile net exactly that.)
+    """
+
+    role = Role.CLASSIFIER
+    MAX_RELATIVE_ERROR = 0.1
+
+    def _measure(self, path, card, backend):
+        from edge.engines import load_engine
+        from edge.imageio import load_image
+        from edge.preprocess import prepare
+
+        with load_engine(path, threads=1) as eng:
+            outs = [eng.run({"input": prepare(load_image(f), card.inputs[0])[0]}) for f in self.data.evaluation]
+        return {"logits": np.stack([o["logits"][0] for o in outs]).astype(np.float64), "raw": outs[:2]}
+
+    def _compare(self, ref, got):
+        a, b = ref["logits"], got["logits"]
+        err = float(np.linalg.norm(a - b) / np.linalg.norm(a - a.mean(0)))
+        fails = [] if err <= self.MAX_RELATIVE_ERROR else [f"relative error {err:.3f} > {self.MAX_RELATIVE_ERROR}"]
+        return {"relative_error": err}, fails, {}
+
+    def score(self, metrics):
+        return -metrics["relative_error"]
+
+
+def test_fallback_keeps_the_hostile_node_float(tmp_path, coco):
+    card = tiny_card()
+    src = prepare_onnx(save(hostile_net(), tmp_path / "h.onnx"), tmp_path / "hostile_fp32.onnx").path
+    reader = ImageFolderReader(coco.calibration[:16], card.inputs[0])
+    # This gate judges the loop, not generalisation: it evaluates on the calibration images, so
+    # the hostile conv is the only thing quantisation can get wrong.
+    gate = VariationGate(src, card, data=RoleData(Role.CLASSIFIER, (), coco.calibration[:16], "test"))
+    # The head stays float from the start (its tiny logit variation would clip on images the
+    # calibration did not see); the loop must find the hostile conv by itself.
+    res = quantize_with_fallback(src, tmp_path / "hostile_int8.onnx", reader, gate,
+                                 QuantOptions(calibration=CalibrationMethod.MINMAX, nodes_to_exclude=("fc",)),
+                                 FallbackOptions(methods=(), max_rounds=4, max_float_fraction=1.0, latency_runs=2))
+    first = res.attempts[0]
+    assert not first.gate.passed, "the all-int8 model must fail: the test would prove nothing"
+    assert res.passed, res.reason
+    assert HOSTILE_NODE in res.float_nodes and HOSTILE_NODE not in first.float_nodes
+    assert len(res.float_nodes) <= 4
+    assert res.path.is_file() and res.chosen.path == res.path
+    d = res.to_dict()
+    assert d["float_nodes"] == list(res.float_nodes) and len(d["attempts"]) == len(res.attempts)
+
+
+def test_ranking_puts_the_hostile_node_first(tmp_path, coco):
+    card = tiny_card()
+    src = prepare_onnx(save(hostile_net(), tmp_path / "h.onnx"), tmp_path / "hostile_fp32.onnx").path
+    reader = ImageFolderReader(coco.calibration[:8], card.inputs[0])
+    q = quantize_onnx_int8(src, tmp_path / "q.onnx", reader, QuantOptions(bias_correction=False))
+    ranking = rank_nodes(src, q, reader, samples=4)
+    assert ranking[0].node == HOSTILE_NODE, ranking[:3]
+    assert ranking[0].damage_db > 10 and ranking[0].damage > 10 * ranking[1].damage
+
+
+# -- one real model per role (short: a few images each) ---------------------------------------------
+
+@pytest.mark.slow
+def test_classifier_mobilenet_v2(tmp_path, model_dir, data_dir):
+    from export.classifier import export_mobilenet_v2_onnx
+    from edge.cards import load_card
+
+    onnx_path, card_path = export_mobilenet_v2_onnx(tmp_path / "src")
+    card = load_card(card_path)
+    data = _subset(Role.CLASSIFIER, data_dir, 16, 20)
+    data = RoleData(Role.CLASSIFIER, data.calibration, data.evaluation + tuple(
+        data_dir / "samples" / n for n in ("cat.bmp", "parrot.jpg", "hot_dog.jpg")), data.note)
+    reader = calibration_reader(Role.CLASSIFIER, card, data_dir, max_images=16)
+    fp32 = prepare_onnx(onnx_path, tmp_path / "m_fp32.onnx", check_feeds=reader.feeds(0)).path
+    gate = make_gate(Role.CLASSIFIER, fp32, card, data=data)
+    fp16 = gate.evaluate(convert_onnx_fp16(fp32, tmp_path / "m_fp16.onnx"))
+    assert fp16.passed, fp16.failures
+    int8 = gate.evaluate(quantize_onnx_int8(fp32, tmp_path / "m_int8.onnx", reader, QuantOptions()))
+    assert int8.metrics["labelled_images"] == 3 and int8.metrics["labelled_top1_float"] == 1.0
+    assert int8.metrics["top5_overlap"] > 0.7 and int8.metrics["top1_agreement"] > 0.6, int8.metrics
+
+
+@pytest.mark.slow
+def test_detector_yolox_int8_collapse_is_caught(tmp_path, model_dir, data_dir):
+    from edge.registry import resolve
+
+    ref = resolve("yolox_nano_416")
+    data = _subset(Role.DETECTOR, data_dir, 8, 12)
+    reader = calibration_reader(Role.DETECTOR, ref.card, data_dir, max_images=8)
+    fp32 = prepare_onnx(ref.path, tmp_path / "y_fp32.onnx").path
+    gate = make_gate(Role.DETECTOR, fp32, ref.card, data=data)
+    assert gate.float_result().metrics["map50_95"] > 0.2
+    fp16 = gate.evaluate(convert_onnx_fp16(fp32, tmp_path / "y_fp16.onnx"))
+    assert fp16.passed, fp16.failures
+    stock = gate.evaluate(quantize_onnx_int8(fp32, tmp_path / "y_int8.onnx", reader,
+                                             QuantOptions(calibration=CalibrationMethod.MINMAX, bias_correction=False)))
+    assert not stock.passed and any("mAP50-95" in f for f in stock.failures), stock.metrics
+
+
+@pytest.mark.slow
+def test_face_detector_yunet(tmp_path, model_dir, data_dir):
+    from edge.registry import resolve
+
+    ref = resolve("yunet_s_640x640")
+    data = role_data(Role.FACE_DETECTOR, data_dir)
+    # All 31 calibration photos: with 8, the int8 model finds only 71 % of the float model's faces.
+    reader = calibration_reader(Role.FACE_DETECTOR, ref.card, data_dir)
+    fp32 = prepare_onnx(ref.path, tmp_path / "yunet_fp32.onnx", check_feeds=reader.feeds(0)).path
+    gate = make_gate(Role.FACE_DETECTOR, fp32, ref.card, data=data)
+    assert gate.float_result().metrics["faces_float"] >= 10
+    res = gate.evaluate(quantize_onnx_int8(fp32, tmp_path / "yunet_int8.onnx", reader, QuantOptions()))
+    assert res.passed, (res.failures, res.metrics)
+    assert res.metrics["recall"] >= 0.95 and res.metrics["mean_iou"] > 0.9
+
+
+@pytest.mark.slow
+def test_face_embedder_threshold_is_rederived(tmp_path, model_dir, data_dir):
+    from edge.registry import resolve
+    from export.onnx_prep import PrepOptions
+
+    ref = resolve("mobilefacenet_128d")
+    reader = calibration_reader(Role.FACE_EMBEDDER, ref.card, data_dir, max_images=16)
+    fp32 = prepare_onnx(ref.path, tmp_path / "mfn_fp32.onnx", PrepOptions(rewrite_prelu=True),
+                        check_feeds=reader.feeds(0)).path
+    gate = make_gate(Role.FACE_EMBEDDER, fp32, ref.card, data_dir=data_dir)
+    flt = gate.float_result()
+    assert flt.metrics["genuine_pairs"] == 100 and flt.metrics["impostor_pairs"] == 19800
+    assert flt.metrics["roc_auc"] > 0.98
+    res = gate.evaluate(quantize_onnx_int8(fp32, tmp_path / "mfn_int8.onnx", reader,
+                                           QuantOptions(calibration=CalibrationMethod.PERCENTILE)))
+    th = res.card_thresholds["cosine_at_far"]
+    assert set(th) >= {"0.01", "0.001"}
+    assert th["0.001"] == pytest.approx(res.metrics["threshold_at_target_far"], abs=1e-4)
+    assert th["0.001"] != pytest.approx(flt.card_thresholds["cosine_at_far"]["0.001"], abs=1e-4)
+    assert res.metrics["roc_auc"] > flt.metrics["roc_auc"] - 0.02
+
+
+@pytest.mark.slow
+def test_liveness_minifasnet(tmp_path, model_dir, data_dir):
+    from edge.cards import load_card
+    from export.liveness import export_one
+
+    onnx_path, card_path = export_one("minifasnet_v2_scale2.7", tmp_path / "src")
+    card = load_card(card_path)
+    reader = calibration_reader(Role.LIVENESS, card, data_dir, max_images=12)
+    gate = make_gate(Role.LIVENESS, onnx_path, card, data_dir=data_dir)
+    flt = gate.float_result()
+    assert flt.metrics["labelled"] == 4 and flt.metrics["accuracy_float"] == 1.0
+    res = gate.evaluate(quantize_onnx_int8(onnx_path, tmp_path / "live_int8.onnx", reader, QuantOptions()))
+    assert res.passed, res.failures
+    assert res.metrics["agreement"] == 1.0 and res.metrics["max_abs_p_live_diff"] < 0.2
