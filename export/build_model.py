@@ -46,6 +46,8 @@ LATENCY_WARMUP = 3
 LATENCY_MIN_RUNS = 10
 LATENCY_MIN_SECONDS = 1.0
 LATENCY_MAX_RUNS = 200
+#: Variants whose latency is within this share of the fastest are a tie (timing noise here).
+LATENCY_TIE = 0.05
 
 
 @dataclass(frozen=True)
@@ -337,7 +339,7 @@ class ModelBuild:
 
         steps = fallback_search(rank, failed.path, quantize, accept, total_ops=len(list_ops(fp32)))
         log_rows = [{"kept_float": len(s.keep_float), "file": s.path.name, "passed": s.accepted,
-                     "failures": list(results[s.path].failures)} for s in steps]
+                     "size": s.path.stat().st_size, "failures": list(results[s.path].failures)} for s in steps]
         for row, s in zip(log_rows, steps):
             row["layers"] = [{"output": n[:120], "op": rankings[n].op, "index": rankings[n].index,
                               "added_error": round(rankings[n].added, 4)} for n in s.keep_float if n in rankings]
@@ -402,9 +404,15 @@ class ModelBuild:
         if not ok:
             raise ExportStepError(self.source.name, "choose", f"no {fmt} variant passed its gate: " + "; ".join(
                 f"{v.path.name}: {', '.join(v.gate.failures)}" for v in mine))
-        best = min(ok, key=lambda v: v.latency_ms)
+        fastest = min(ok, key=lambda v: v.latency_ms)
+        # Within timing noise of the fastest, the smaller file wins (fp16 runs at fp32 speed on a CPU).
+        ties = [v for v in ok if v.latency_ms <= fastest.latency_ms * (1 + LATENCY_TIE)]
+        best = min(ties, key=lambda v: (v.size, v.latency_ms))
         rejected = [v for v in mine if not v.passed and v.latency_ms is not None and v.latency_ms < best.latency_ms]
         reason = f"fastest {fmt} variant that passed its gate ({best.latency_ms:.2f} ms here)"
+        if best is not fastest:
+            reason = (f"smallest {fmt} variant within {LATENCY_TIE:.0%} of the fastest that passed its gate "
+                      f"({best.latency_ms:.2f} ms here vs {fastest.latency_ms:.2f} ms for {fastest.path.name})")
         if rejected:
             reason += "; faster but rejected by the gate: " + ", ".join(
                 f"{v.path.name} ({v.latency_ms:.2f} ms: {'; '.join(v.gate.failures)})" for v in rejected)

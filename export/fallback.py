@@ -50,6 +50,10 @@ __all__ = ["FallbackOptions", "Attempt", "FallbackResult", "NodeDamage", "rank_n
 
 #: SQNR reported for a tensor without quantisation noise (and for graph inputs).
 SQNR_CAP_DB = 100.0
+#: An input SQNR counts for at most this in a node's damage: 8-bit rounding of a full-scale
+#: signal gives ~6.02 · 8 = 48 dB, so a noiseless input (raw pixels, exactly representable)
+#: does not make the first layer look 50 dB worse than it is.
+DAMAGE_INPUT_CAP_DB = 48.0
 #: Operators with weights: an island of float nodes grows backwards through other ops only.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: Activations onnxruntime folds into the producer's output quantisation (kept with their producer).
@@ -92,25 +96,29 @@ class FallbackOptions:
 
 @dataclass(frozen=True)
 class NodeDamage:
-    """How much SQNR a node loses between its inputs and its output (float vs quantised model)."""
+    """How much SQNR a node loses between its inputs and its output (float vs quantised model).
+
+    Two SQNRs per tensor: against its energy (``sqnr_*_db``) and against its variation around
+    each channel's mean (``centered_*_db``, the information it carries). The first finds a
+    node that ruins a tensor dominated by its mean (YOLOX-Nano's sigmoid heads); the second one
+    that keeps the mean but loses the information (destroyed weights plus bias correction).
+    """
 
     node: str
     op_type: str
     sqnr_in_db: float
     sqnr_out_db: float
+    centered_in_db: float = SQNR_CAP_DB
+    centered_out_db: float = SQNR_CAP_DB
 
     @property
     def damage_db(self) -> float:
-        return self.sqnr_in_db - self.sqnr_out_db
-
-    @property
-    def damage(self) -> float:
-        """Noise-to-signal power the node adds (output NSR − input NSR): noise powers add along
-        the graph, so this — not the dB difference — says how much the node hurts the output.
-        Each NSR is capped at 1 (0 dB): downstream of a destroyed tensor every node "loses" dB,
-        and the node that destroyed it must rank first."""
-        nsr = lambda db: min(1.0, 10.0 ** (-db / 10.0))  # noqa: E731 - capped: a dead signal cannot die twice
-        return nsr(self.sqnr_out_db) - nsr(self.sqnr_in_db)
+        """The larger of the two SQNR drops; a centred input already at or below 0 dB (no
+        information left to lose) does not count."""
+        drop = min(self.sqnr_in_db, DAMAGE_INPUT_CAP_DB) - self.sqnr_out_db
+        if self.centered_in_db > 0.0:
+            drop = max(drop, min(self.centered_in_db, DAMAGE_INPUT_CAP_DB) - max(self.centered_out_db, 0.0))
+        return drop
 
 
 @dataclass(frozen=True)
@@ -197,9 +205,9 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
 
     For a node, ``sqnr_in`` is the lowest SQNR of its activation inputs (float tensor vs the
     quantised model's dequantised copy) and ``sqnr_out`` the lowest of its outputs; the damage
-    is the noise-to-signal power it adds (:attr:`NodeDamage.damage`). The signal is each tensor's variation around its per-channel mean over
-    the samples (the information it carries), the noise the squared float-vs-quantised difference. A node whose own quantisation (weights, output rounding, an output
-    range too coarse for the signal) hurts shows a large damage.
+    is the SQNR it loses (:attr:`NodeDamage.damage_db`, against the tensors' energy and against
+    their variation around each channel's mean). A node whose own quantisation (weights,
+    output rounding, an output range too coarse for the signal) hurts shows a large damage.
 
     Args:
         float_path: the fp32 model the variant was quantised from.
@@ -242,12 +250,11 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
             sums[t] = sums.get(t, 0.0) + per_channel.sum(axis=1)
             counts[t] = counts.get(t, 0) + per_channel.shape[1]
             noise[t] = noise.get(t, 0.0) + float(np.sum((a - b) ** 2))
-    # Signal = variation around each channel's mean: a variant that answers the mean for every
-    # input (e.g. destroyed weights plus bias correction) must score ~0 dB, not the mean's energy.
-    sig = {t: max(0.0, energy[t] - float(np.sum(sums[t] ** 2)) / max(1, counts[t])) for t in energy}
+    # Centred signal = variation around each channel's mean: a variant that answers the mean for
+    # every input (destroyed weights plus bias correction) scores ~0 dB there, not the mean's energy.
+    centred = {t: max(0.0, energy[t] - float(np.sum(sums[t] ** 2)) / max(1, counts[t])) for t in energy}
 
     producer = {o: n for n in fm.graph.node for o in n.output}
-
     consumers: dict[str, list] = {}
     for n in fm.graph.node:
         for x in n.input:
@@ -255,25 +262,25 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
 
     def observed_output(t: str) -> str:
         """A compute node's output that onnxruntime folded into a Relu/Clip: use the activation's."""
-        if t in sig:
+        if t in energy:
             return t
         c = consumers.get(t, [])
-        if len(c) == 1 and c[0].op_type in FUSED_ACTIVATIONS and c[0].output[0] in sig:
+        if len(c) == 1 and c[0].op_type in FUSED_ACTIVATIONS and c[0].output[0] in energy:
             return c[0].output[0]
         return t
 
-    def sqnr(t: str, depth: int = 0) -> float:
-        if depth > 8 or (t in graph_inputs and t not in sig):
+    def sqnr(t: str, signal: dict[str, float], depth: int = 0) -> float:
+        if depth > 8 or (t in graph_inputs and t not in signal):
             return SQNR_CAP_DB
-        if t not in sig:  # not observable in the quantised graph (e.g. a removed Clip): use its producer's inputs
+        if t not in signal:  # not observable in the quantised graph (a removed Clip): its producer's inputs
             p = producer.get(t)
             ins = [x for x in (p.input if p is not None else ()) if x and x not in inits]
-            return min((sqnr(x, depth + 1) for x in ins), default=SQNR_CAP_DB)
+            return min((sqnr(x, signal, depth + 1) for x in ins), default=SQNR_CAP_DB)
         if noise[t] == 0.0:
             return SQNR_CAP_DB
-        if sig[t] == 0.0:
+        if signal[t] == 0.0:
             return -SQNR_CAP_DB
-        return max(-SQNR_CAP_DB, min(SQNR_CAP_DB, 10.0 * math.log10(sig[t] / noise[t])))
+        return max(-SQNR_CAP_DB, min(SQNR_CAP_DB, 10.0 * math.log10(signal[t] / noise[t])))
 
     ops = quantizable_op_types()
     out = []
@@ -283,12 +290,15 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
         if candidates is None and n.op_type not in ops:
             continue
         ins = [x for x in n.input if x and x not in inits]
-        if n.op_type in FUSED_ACTIVATIONS and ins and ins[0] not in sig:
+        if n.op_type in FUSED_ACTIVATIONS and ins and ins[0] not in energy:
             continue  # folded into its producer's output quantisation: ranked (and kept float) with it
-        s_in = min((sqnr(x) for x in ins), default=SQNR_CAP_DB)
-        s_out = min((sqnr(observed_output(x)) for x in n.output if x), default=SQNR_CAP_DB)
-        out.append(NodeDamage(n.name, n.op_type, s_in, s_out))
-    out.sort(key=lambda d: -d.damage)
+        outs = [observed_output(x) for x in n.output if x]
+        out.append(NodeDamage(n.name, n.op_type,
+                              min((sqnr(x, energy) for x in ins), default=SQNR_CAP_DB),
+                              min((sqnr(x, energy) for x in outs), default=SQNR_CAP_DB),
+                              min((sqnr(x, centred) for x in ins), default=SQNR_CAP_DB),
+                              min((sqnr(x, centred) for x in outs), default=SQNR_CAP_DB)))
+    out.sort(key=lambda d: -d.damage_db)
     return out
 
 

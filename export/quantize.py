@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import io
 import logging
 import os
 import tempfile
@@ -177,6 +179,26 @@ def _check_model(model, options: QuantOptions, name: str) -> None:
                          f"{', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}")
 
 
+class _DropPreprocessHint(logging.Filter):
+    """onnxruntime asks on the root logger for its pre-processing, which export.onnx_prep has done."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider")
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    """Silence onnxruntime's calibration chatter (print() to stdout, a root-logger hint)."""
+    root = logging.getLogger()
+    hint = _DropPreprocessHint()
+    root.addFilter(hint)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.removeFilter(hint)
+
+
 def _entropy_ranges(src: Path, reader, options: QuantOptions, cache: Path, name: str) -> None:
     """Calibrate with :data:`ENTROPY_BINS` histogram bins and write the ranges to ``cache``."""
     from onnxruntime.quantization import CalibrationMethod as OrtCal
@@ -190,8 +212,9 @@ def _entropy_ranges(src: Path, reader, options: QuantOptions, cache: Path, name:
                                     calibrate_method=OrtCal.Entropy,
                                     extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS,
                                                    "symmetric": options.symmetric_activations})
-            cal.collect_data(reader)
-            save_tensors_data(cal.compute_data(), cache)
+            with _quiet_ort():
+                cal.collect_data(reader)
+                save_tensors_data(cal.compute_data(), cache)
         except Exception as e:
             raise ExportStepError(name, STEP_INT8, f"entropy calibration failed: {type(e).__name__}: {e}") from e
 
@@ -208,12 +231,13 @@ def _quantize_static(src: Path, dst: Path, reader, options: QuantOptions, cache:
     if options.effective_percentile is not None:
         extra["CalibPercentile"] = options.effective_percentile
     try:
-        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(options.op_types) if options.op_types else None,
-                        per_channel=options.per_channel, reduce_range=options.reduce_range,
-                        activation_type=act, weight_type=wt,
-                        nodes_to_exclude=list(options.nodes_to_exclude) or None, calibrate_method=cal,
-                        extra_options=extra, calibration_cache_path=str(cache))
+        with _quiet_ort():
+            quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(options.op_types) if options.op_types else None,
+                            per_channel=options.per_channel, reduce_range=options.reduce_range,
+                            activation_type=act, weight_type=wt,
+                            nodes_to_exclude=list(options.nodes_to_exclude) or None, calibrate_method=cal,
+                            extra_options=extra, calibration_cache_path=str(cache))
     except Exception as e:  # onnxruntime raises ValueError/RuntimeError/its own types from deep inside
         raise ExportStepError(name, STEP_INT8, f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
 

@@ -66,8 +66,11 @@ def _model_section(m: dict) -> list[str]:
     if m.get("fallback"):
         lines += ["", "Layers kept in float (full-integer TFLite fallback):", ""]
         for step in m["fallback"]:
-            lines.append(f"- {step['kept_float']} layer(s) → {step['file']}: "
-                         f"{'accepted' if step['passed'] else 'rejected: ' + '; '.join(step['failures'])}")
+            layers = ", ".join(f"{x.get('op', '?')}#{x.get('index', '?')}" for x in step.get("layers", [])[:6])
+            more = " …" if len(step.get("layers", [])) > 6 else ""
+            size = f", {_mb(step['size'])}" if step.get("size") else ""
+            lines.append(f"- {step['kept_float']} layer(s) float ({layers}{more}) → {step['file']}{size}: "
+                         f"{'accepted' if step['passed'] else 'rejected: ' + '; '.join(step['failures'][:2])}")
         if m.get("fallback_cost"):
             c = m["fallback_cost"]
             lines.append(f"- cost against the all-int8 model: size {c['size_ratio']:.2f}×, "

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from export.onnx_export import ExportError, isolated_caches
-from export.tflite_fb import names_from_signature, rename_io, to_uint8_io
+from export.tflite_fb import float_outputs, names_from_signature, rename_io, to_uint8_io
 from export.variants import Agreement, ExportStepError, StepResult, check_agreement, export_step, get_target
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,8 @@ def quantize_tflite(float_tflite: str | Path, dst: str | Path, key: str, calibra
                     qsvs = calibrate_tflite(src, calibration, options, model_name=name)
             _keep_float(q, options.keep_float)
             data = names_from_signature(bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model))
+        if options.keep_float:  # an output whose producers are float stays float (tflite_fb.float_outputs)
+            data = float_outputs(data)
         if key == "tflite_int8_uint8io":
             data = to_uint8_io(data, name)
     except ExportError:

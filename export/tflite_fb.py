@@ -20,7 +20,7 @@ from typing import Sequence
 
 from export.onnx_export import ExportError
 
-__all__ = ["OpInfo", "rename_io", "names_from_signature", "to_uint8_io", "list_ops", "io_types",
+__all__ = ["OpInfo", "rename_io", "names_from_signature", "float_outputs", "to_uint8_io", "list_ops", "io_types",
            "UINT8_ZERO_POINT_SHIFT"]
 
 #: uint8 = int8 + 128, with the same scale (the zero point moves by the same amount).
@@ -109,6 +109,43 @@ def names_from_signature(data: bytes) -> bytes:
         t.name = key.encode()
         changed = True
     return _write(model) if changed else data
+
+
+def float_outputs(data: bytes) -> bytes:
+    """Drop the QUANTIZE ops that turn a float model output back into int8.
+
+    When the operators producing an output are kept in float, ai-edge-quantizer still quantises
+    the output (int8 I/O); for a model whose one output mixes ranges (YOLOX: box offsets and class
+    probabilities) that final rounding alone loses the probabilities. The float tensor becomes
+    the output again; other outputs are left as they are.
+    """
+    schema, fu = _fb()
+    model = _read(data)
+    sg = model.subgraphs[0]
+    consumers: dict[int, int] = {}
+    for op in sg.operators:
+        for t in op.inputs:
+            consumers[t] = consumers.get(t, 0) + 1
+    producer = {op.outputs[0]: (i, op) for i, op in enumerate(sg.operators) if op.outputs}
+    drop: set[int] = set()
+    remap: dict[int, int] = {}
+    for out in sg.outputs:
+        hit = producer.get(out)
+        if hit is None or fu.opcode_to_name(model, hit[1].opcodeIndex) != "QUANTIZE":
+            continue
+        src = hit[1].inputs[0]
+        if sg.tensors[src].type != schema.TensorType.FLOAT32 or consumers.get(out, 0):
+            continue
+        drop.add(hit[0])
+        remap[out] = src
+    if not drop:
+        return data
+    sg.operators = [op for i, op in enumerate(sg.operators) if i not in drop]
+    sg.outputs = [remap.get(t, t) for t in sg.outputs]
+    for sig in model.signatureDefs or []:
+        for entry in sig.outputs:
+            entry.tensorIndex = remap.get(entry.tensorIndex, entry.tensorIndex)
+    return names_from_signature(_write(model))
 
 
 def _by_position(entries: list) -> list:

@@ -113,16 +113,27 @@ def variants_from_models(names: list[str]) -> list[ModelVariant]:
 
 
 def variants_from_bundle(directory: str | Path) -> list[ModelVariant]:
-    """Every model of a bundle directory: each card (``*.json``) with the model file it names."""
+    """Every model of a bundle: from its manifest's roles when it has one (an ``edge-export
+    build`` bundle keeps each role in a sub-folder), else each card (``*.json``) in the folder."""
     d = Path(directory)
     if not d.is_dir():
         raise BenchError(f"bundle {d} is not a directory")
-    out = []
+    out: list[ModelVariant] = []
+    if (d / "manifest.json").is_file():
+        from edge.bundle import load_bundle
+
+        bundle = load_bundle(d)
+        for role, models in bundle.roles.items():
+            for m in models:
+                out.extend(variants_from_models([str(m.card_path)]))
+        if not out:
+            raise BenchError(f"bundle {d} lists no model in its manifest")
+        return out
     for card_path in sorted(d.glob("*.json")):
         try:
             load_card(card_path)
         except ModelCardError:
-            continue  # a bundle may hold other JSON (a manifest, labels); only cards are variants
+            continue  # a folder may hold other JSON (labels, reports); only cards are variants
         out.extend(variants_from_models([str(card_path)]))
     if not out:
         raise BenchError(f"bundle {d} holds no model card (*.json)")
