@@ -231,7 +231,7 @@ def test_bundle_directory_is_benchmarked(tmp_path, model_dir):
     bundle.mkdir()
     shutil.copy(src, bundle / Path(card.file).name)
     (bundle / "mnv1.json").write_text(card.to_json())
-    (bundle / "manifest.json").write_text('{"not": "a card"}')  # other JSON in a bundle is not a variant
+    (bundle / "report.json").write_text('{"not": "a card"}')  # other JSON in the folder is not a variant
     proc = edge_cli("bench", "--bundle", str(bundle), "--iters", "3", "--warmup", "0", "--threads", "1",
                     "--out", str(tmp_path / "out"), "--format", "json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -379,3 +379,23 @@ def test_png_without_matplotlib_fails_early_naming_the_extra(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "edgesight[plot]" in proc.stderr
     assert not (tmp_path / "out").exists()  # nothing was measured
+
+
+def test_signed_bundle_roles_are_benchmarked(tmp_path, model_dir):
+    """An `edge-export build` bundle keeps each role in a sub-folder; bench reads its manifest."""
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.registry import get_card
+    from export.bundle import BundleEntry, write_bundle
+
+    cards = [get_card("mobilenet_v1_0.25_128_quant"), get_card("blazeface_short_range")]
+    entries = [BundleEntry(role, model_dir / c.file, c) for role, c in zip(("classifier", "face_detector"), cards)]
+    write_bundle(tmp_path / "b", entries, profile="rpi4", private_key=Ed25519PrivateKey.generate(),
+                 report={}, report_md="")
+    proc = edge_cli("bench", "--bundle", str(tmp_path / "b"), "--iters", "3", "--warmup", "0", "--threads", "1",
+                    "--out", str(tmp_path / "out"), "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(tmp_path / "out/bench.json")
+    assert sorted(r["variant"] for r in report["results"]) == sorted(c.name for c in cards)
+    assert all(r["status"] == "ok" for r in report["results"])
