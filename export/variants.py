@@ -88,7 +88,9 @@ class Tolerance:
 
 
 # Per-format tolerances, one table (why each number):
-# - fp32 re-export or conversion: only summation order changes; 1e-4 of the range is generous.
+# - fp32 re-export or conversion: only summation order changes. 1e-4 of the range on 99.9 % of
+#   the elements; the worst element is allowed more because XNNPACK's fused kernels change the
+#   order of long sums (YOLOX-Nano TFLite fp32: max 2.1e-4 of the range, cosine 1.0, mAP identical).
 # - fp16: 10-bit mantissa, errors compound over ~50 layers; 2e-2 of the range (99.9 % of the
 #   elements), cosine 0.9995. Measured: MobileNetV2 5e-3, YuNet 1.6e-2 (worst element).
 # - dynamic-range int8: int8 weights, float activations; per-channel weight error ~0.4 %.
@@ -96,7 +98,7 @@ class Tolerance:
 #   layer. The tolerance is a sanity bound that catches a broken converter (a model answering
 #   noise has cosine ~0 with its source); whether the variant is good enough is the accuracy
 #   gate's job (export.gates), not this table's.
-TOL_FP32 = Tolerance(min_cosine=0.99999, max_rel_err=1e-4, atol=1e-6)
+TOL_FP32 = Tolerance(min_cosine=0.99999, max_rel_err=1e-4, quantile=0.999, atol=1e-6)
 TOL_FP16 = Tolerance(min_cosine=0.9995, max_rel_err=2e-2, quantile=0.999, atol=1e-3)
 TOL_DYNAMIC_INT8 = Tolerance(min_cosine=0.99, max_rel_err=0.1, quantile=0.999, atol=1e-2)
 TOL_STATIC_INT8 = Tolerance(min_cosine=0.95, max_rel_err=0.35, quantile=0.999, atol=2e-2)
