@@ -26,6 +26,8 @@ $(VENV)/.run-installed: $(VENV)/bin/python pyproject.toml
 
 $(VENV)/.dev-installed: $(VENV)/bin/python pyproject.toml Makefile
 	$(PY) -m pip install -q $(DEV_PKGS)
+	# Ultralytics extra without its requirements (they would pull GUI opencv-python and torchvision).
+	$(PY) -m pip install -q --no-deps ultralytics==8.4.190 ultralytics-thop==2.2.3
 	touch $(VENV)/.run-installed $@
 
 system-deps:

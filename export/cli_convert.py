@@ -5,6 +5,10 @@ For a user's own ONNX file plus the model card they wrote (``--card``), or a reg
     edge-export convert my_model.onnx --card my_model.json --to tflite --precision int8 \\
         --calibration images/ --out out/my_model_int8.tflite
     edge-export convert yolox_nano_416 --to tflite --precision fp16 --out out/yolox_fp16.tflite
+    edge-export convert yolo11n.yaml --to onnx --precision fp16 --check-image bus.jpg --out out/y11.onnx
+
+An Ultralytics ``.yaml``/``.pt`` source (optional ``ultralytics`` extra) is first exported to a float
+ONNX + card in a temporary directory by :mod:`export.ultralytics_src`, then converted like any ONNX.
 
 The artefact is loaded by ``edge``'s engine and compared with the source on a real image
 (``--check-image``, else the first calibration image) within the per-format tolerance; outside
@@ -27,7 +31,7 @@ _KEYS = {("tflite", "fp32", "float", False): "tflite_fp32", ("tflite", "fp16", "
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="convert one model (ONNX + card, or a registry name) to one variant",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("src", help="ONNX file, card JSON, or registry name")
+    p.add_argument("src", help="ONNX file, card JSON, registry name, or Ultralytics .yaml/.pt")
     p.add_argument("--card", type=Path, help="the model card (default: beside the file, or the registry's)")
     p.add_argument("--to", choices=("tflite", "onnx"), required=True)
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
@@ -64,6 +68,20 @@ def _source(args):
 
 
 def cmd_convert(args) -> int:
+    if Path(args.src).suffix.lower() in (".yaml", ".yml", ".pt"):  # Ultralytics source: float ONNX + card first
+        import argparse
+        import tempfile
+
+        from export.ultralytics_src import export_ultralytics_onnx
+
+        with tempfile.TemporaryDirectory(prefix="edge-export-ultralytics-") as tmp:
+            onnx_path, card_path = export_ultralytics_onnx(args.src, tmp)
+            return _convert(argparse.Namespace(**{**vars(args), "src": str(onnx_path),
+                                                  "card": args.card or card_path}))
+    return _convert(args)
+
+
+def _convert(args) -> int:
     from edge.imageio import load_image
     from edge.preprocess import prepare
     from export.calibration import ImageFolderReader, list_images

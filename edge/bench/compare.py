@@ -30,8 +30,10 @@ __all__ = ["Comparison", "compare_reports", "format_comparison", "context_warnin
 
 #: A difference up to this many robust σ of the noisier run is "no change".
 SPREAD_FACTOR = 1.0
-#: A difference below this fraction of A's p50 is "no change" whatever the spread.
-MIN_RELATIVE = 0.03
+#: A difference below this fraction of A's p50 is "no change" whatever the spread: two runs of
+#: the same thing in separate processes differ by a few percent (placement, frequency, caches)
+#: even when each run's own spread is tight.
+MIN_RELATIVE = 0.05
 NO_CHANGE, FASTER, SLOWER = "no change", "faster", "slower"
 ONLY_A, ONLY_B, NOT_MEASURED = "only in A", "only in B", "not measured"
 _FINGERPRINT_KEYS = ("board", "cpu_model", "cores", "governor", "os")
@@ -71,14 +73,27 @@ def compare_pair(key: str, a: dict, b: dict, *, spread_factor: float = SPREAD_FA
     pa, pb = a["latency_ms"]["p50"], b["latency_ms"]["p50"]
     ma, mb = a["latency_ms"]["mean"], b["latency_ms"]["mean"]
     delta = pb - pa
-    noise = max(spread_factor * max(robust_spread(sa), robust_spread(sb)), min_relative * pa)
+    noise = max(spread_factor * max(robust_spread(sa), robust_spread(sb)), min_relative * pa,
+                _between_process(a, b))
     lo, hi = bootstrap_median_diff(sa, sb)
-    if abs(delta) <= noise or lo <= 0.0 <= hi:
+    # The bootstrap treats all samples as independent, which pooled samples of several processes
+    # are not: when the runs recorded per-process medians, the process spread decides alone.
+    if abs(delta) <= noise or (not _has_processes(a, b) and lo <= 0.0 <= hi):
         verdict = NO_CHANGE
     else:
         verdict = SLOWER if delta > 0 else FASTER
     return Comparison(key, verdict, pa, pb, ma, mb, delta, 100.0 * delta / pa if pa else None,
                       100.0 * (mb - ma) / ma if ma else None, lo, hi, noise)
+
+
+def _has_processes(a: dict, b: dict) -> bool:
+    return len(a.get("process_p50_ms") or ()) >= 2 and len(b.get("process_p50_ms") or ()) >= 2
+
+
+def _between_process(a: dict, b: dict) -> float:
+    """Run-to-run noise: the widest range of per-process p50s of the two runs (0 if unknown)."""
+    ranges = [max(r) - min(r) for r in (a.get("process_p50_ms"), b.get("process_p50_ms")) if r and len(r) >= 2]
+    return max(ranges) if ranges else 0.0
 
 
 def compare_reports(a: dict, b: dict, *, spread_factor: float = SPREAD_FACTOR,

@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=_csv(int), default=None, metavar="LIST",
                    help="thread counts to sweep, e.g. 1,2,4 (default: the profile's, else the runtime's)")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (default 10)")
+    p.add_argument("--processes", type=int, default=3, metavar="N",
+                   help="fresh worker processes per variant (default 3): samples are pooled and the "
+                        "spread between processes is what `compare` counts as noise")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--iters", type=int, default=100, metavar="N", help="timed runs per variant (default 100)")
     how.add_argument("--duration", type=float, default=None, metavar="S", help="time each variant for S seconds")
@@ -200,7 +203,7 @@ def cmd_bench(args) -> int:
     config = BenchConfig(warmup=args.warmup, iters=None if args.duration else args.iters, duration_s=args.duration,
                          threads=tuple(threads), backends=tuple(args.backend) if args.backend else None,
                          num_inputs=args.num_inputs, inputs=args.inputs, input_size=args.input_size,
-                         pipeline=args.pipeline)
+                         pipeline=args.pipeline, processes=args.processes)
     if args.pipeline:
         variants = pipeline_variants(args.pipeline, args.model)
     elif args.bundle:
