@@ -47,7 +47,11 @@ def _pause_for_test(temp: Path) -> None:
     marker = os.environ.get(PAUSE_AFTER_TEMP_ENV)
     if not marker:
         return
-    Path(marker).write_text(str(temp), encoding="utf-8")
+    # The marker itself appears atomically (written aside, then renamed), so a watcher never
+    # reads it half-written.
+    side = Path(marker).with_name(Path(marker).name + ".writing")
+    side.write_text(str(temp), encoding="utf-8")
+    os.replace(side, marker)
     time.sleep(_PAUSE_SECONDS)
 
 
