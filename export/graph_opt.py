@@ -54,7 +54,6 @@ def rewrite_prelu(model_in: str | Path, model_out: str | Path) -> int:
     import os
 
     import onnx
-    from onnx import helper, numpy_helper
 
     from edge.engines.onnx_wire import strip_weight_inputs
 
@@ -62,29 +61,9 @@ def rewrite_prelu(model_in: str | Path, model_out: str | Path) -> int:
     # the rewritten file has only its real input (they stay initialisers).
     data, _ = strip_weight_inputs(Path(model_in).read_bytes())
     m = onnx.load_from_string(data)
-    g = m.graph
-    dtype = np.float32
-    zero_name, one_name = "graph_opt_zero", "graph_opt_one"
-    nodes, count = [], 0
-    for node in g.node:
-        if node.op_type != "PRelu":
-            nodes.append(node)
-            continue
-        x, slope = node.input
-        y = node.output[0]
-        base = node.name or y
-        sm1, neg, scaled = f"{base}_slope_m1", f"{base}_neg", f"{base}_negscaled"
-        # PRelu(x) = x + (slope − 1)·Min(x, 0); the Sub of two constants is folded at load time.
-        nodes += [helper.make_node("Sub", [slope, one_name], [sm1], name=f"{base}_sub"),
-                  helper.make_node("Min", [x, zero_name], [neg], name=f"{base}_min"),
-                  helper.make_node("Mul", [neg, sm1], [scaled], name=f"{base}_mul"),
-                  helper.make_node("Add", [x, scaled], [y], name=f"{base}_add")]
-        count += 1
-    if count:
-        g.initializer.append(numpy_helper.from_array(np.zeros((), dtype), zero_name))
-        g.initializer.append(numpy_helper.from_array(np.ones((), dtype), one_name))
-        del g.node[:]
-        g.node.extend(nodes)
+    from export.onnx_prep import rewrite_prelu as rewrite_in_memory
+
+    count = rewrite_in_memory(m)
     try:
         onnx.checker.check_model(m)
     except onnx.checker.ValidationError as e:
