@@ -409,3 +409,19 @@ def test_signed_bundle_roles_are_benchmarked(tmp_path, model_dir):
     report = load_report(tmp_path / "out/bench.json")
     assert sorted(r["variant"] for r in report["results"]) == sorted(c.name for c in cards)
     assert all(r["status"] == "ok" for r in report["results"])
+
+
+def test_between_process_spread_counts_as_noise_but_not_a_real_change():
+    from edge.bench.compare import FASTER, NO_CHANGE, SLOWER, compare_pair
+
+    rng = np.random.default_rng(1)
+
+    def result(center, p50s):
+        samples = list(rng.normal(center, 0.05, 60).clip(0.01))
+        return {"samples_ms": samples, "latency_ms": {"p50": float(np.median(samples)), "mean": float(np.mean(samples))},
+                "process_p50_ms": p50s}
+
+    a = result(10.0, [9.6, 10.0, 10.4])
+    assert compare_pair("k", a, result(10.9, [10.5, 10.9, 11.3])).verdict == NO_CHANGE  # inside 2 × 0.8 ms
+    assert compare_pair("k", a, result(20.0, [19.6, 20.0, 20.4])).verdict == SLOWER
+    assert compare_pair("k", a, result(5.0, [4.8, 5.0, 5.2])).verdict == FASTER

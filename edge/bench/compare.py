@@ -90,10 +90,15 @@ def _has_processes(a: dict, b: dict) -> bool:
     return len(a.get("process_p50_ms") or ()) >= 2 and len(b.get("process_p50_ms") or ()) >= 2
 
 
+#: The range of a few per-process medians understates the spread of all processes (3 draws
+#: cover about half of it): twice the range approximates a 95 % band.
+BETWEEN_PROCESS_FACTOR = 2.0
+
+
 def _between_process(a: dict, b: dict) -> float:
-    """Run-to-run noise: the widest range of per-process p50s of the two runs (0 if unknown)."""
+    """Run-to-run noise from the per-process p50s of the two runs (0 if unknown)."""
     ranges = [max(r) - min(r) for r in (a.get("process_p50_ms"), b.get("process_p50_ms")) if r and len(r) >= 2]
-    return max(ranges) if ranges else 0.0
+    return BETWEEN_PROCESS_FACTOR * max(ranges) if ranges else 0.0
 
 
 def compare_reports(a: dict, b: dict, *, spread_factor: float = SPREAD_FACTOR,
