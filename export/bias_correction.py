@@ -57,18 +57,9 @@ def dequantized_weights(qmodel) -> dict[str, np.ndarray]:
 
 
 def _channel_means(model, tensors: list[str], reader, samples: int) -> dict[str, np.ndarray]:
-    import onnx
-    import onnxruntime as ort
+    from export.onnx_prep import session_with_outputs
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=t))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = session_with_outputs(model, tensors)
     names = [o.name for o in sess.get_outputs()]
     n = min(samples, len(reader))
     acc: dict[str, np.ndarray] = {}

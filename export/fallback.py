@@ -40,6 +40,7 @@ import numpy as np
 
 from export.calibration import FeedReader
 from export.gates import Gate, GateResult
+from export.onnx_prep import session_with_outputs
 from export.quantize import CalibrationMethod, QuantOptions, quantizable_op_types, quantize_onnx_int8
 from export.timing import measure_latency
 
@@ -181,24 +182,6 @@ class FallbackResult:
                 "attempts": [a.to_dict() for a in self.attempts]}
 
 
-def _session_with_all_outputs(model, names: Sequence[str]):
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    # No fusion: the QDQ graph is run as float arithmetic with fake-quantised tensors (the same
-    # numbers the fused int8 kernels give, to rounding), and every tensor stays observable.
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReader, *, samples: int = 4,
                candidates: set[str] | None = None) -> list[NodeDamage]:
     """Rank the float model's nodes by the SQNR they lose in the quantised model, worst first.
@@ -230,8 +213,8 @@ def rank_nodes(float_path: str | Path, quant_path: str | Path, reader: FeedReade
     q_all = {o for n in qm.graph.node for o in n.output}
     q_name = {t: (t + DEQUANT_SUFFIX if t + DEQUANT_SUFFIX in q_all else t) for t in tensors if
               (t + DEQUANT_SUFFIX in q_all or t in q_all)}
-    fs = _session_with_all_outputs(fm, tensors)
-    qs = _session_with_all_outputs(qm, sorted(set(q_name.values())))
+    fs = session_with_outputs(fm, tensors, optimize=False)
+    qs = session_with_outputs(qm, sorted(set(q_name.values())), optimize=False)
     f_names = [o.name for o in fs.get_outputs()]
     q_names = [o.name for o in qs.get_outputs()]
     energy: dict[str, float] = {}

@@ -248,6 +248,29 @@ def _ort_basic_optimize(model, model_name: str):
     return optimized
 
 
+def session_with_outputs(model, names, *, optimize: bool = True):
+    """An onnxruntime session of ``model`` (a ModelProto, not modified) that also returns ``names``.
+
+    ``optimize=False`` turns graph fusion off, so every intermediate tensor of a QDQ graph stays
+    observable and is computed as float arithmetic on fake-quantised values (the numbers the
+    fused int8 kernels give, to rounding).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.ValueInfoProto(name=n))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def _run_ort(model_or_path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     from edge.engines import load_engine
 

@@ -202,25 +202,21 @@ def to_uint8_io(data: bytes, model_name: str = "model") -> bytes:
             raise ExportError(f"{model_name}: uint8 I/O needs per-tensor int8 inputs/outputs; tensor "
                               f"{_name(t)!r} has type {t.type} and {0 if q is None or q.scale is None else len(q.scale)} scale(s)")
     remap: dict[int, int] = {}
-    front, back = [], []
-    for idx in sg.inputs:
+
+    def requantise(idx: int, into_graph: bool):
+        """A uint8 twin of tensor ``idx`` (taking its name) and the QUANTIZE op between the two."""
         t = sg.tensors[idx]
         name = _name(t)
         t.name = f"{name}_int8".encode()
         sg.tensors.append(_uint8_twin(schema, t, name))
         remap[idx] = len(sg.tensors) - 1
         op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = quant, [remap[idx]], [idx]
-        front.append(op)
-    for idx in sg.outputs:
-        t = sg.tensors[idx]
-        name = _name(t)
-        t.name = f"{name}_int8".encode()
-        sg.tensors.append(_uint8_twin(schema, t, name))
-        remap[idx] = len(sg.tensors) - 1
-        op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = quant, [idx], [remap[idx]]
-        back.append(op)
+        op.opcodeIndex = quant
+        op.inputs, op.outputs = ([remap[idx]], [idx]) if into_graph else ([idx], [remap[idx]])
+        return op
+
+    front = [requantise(idx, True) for idx in sg.inputs]
+    back = [requantise(idx, False) for idx in sg.outputs]
     sg.operators = front + list(sg.operators) + back
     sg.inputs = [remap[i] for i in sg.inputs]
     sg.outputs = [remap[i] for i in sg.outputs]
