@@ -18,82 +18,14 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 
 from edge.bench.onnx_graph import ONNX_DTYPES, SMALL_TENSOR_ELEMENTS, Graph, Node, TensorMeta
+from edge.bench.shape_rules import (BINARY, GLOBAL_POOLS, INT64, NP_BINARY, POOLS, REDUCES, UNARY, broadcast,
+                                    conv_output, matmul_shape, norm_axis, value_list, window)
 
 __all__ = ["infer_shapes", "conv_output", "broadcast"]
-
-INT64 = 7
-
-UNARY = frozenset("""Identity Relu Sigmoid Tanh Clip LeakyRelu PRelu HardSigmoid HardSwish Exp Log Sqrt Neg Abs
-Softmax LogSoftmax BatchNormalization InstanceNormalization LRN Erf Floor Ceil Round Not Elu Selu Softplus
-Softsign Mish Gelu LayerNormalization Dropout Reciprocal Sign Sin Cos IsNaN QuantizeLinear DequantizeLinear
-CumSum Hardmax Celu ThresholdedRelu Shrink""".split())
-BINARY = frozenset("Add Sub Mul Div Pow Max Min Sum Mean Equal Greater Less GreaterOrEqual LessOrEqual And Or Xor "
-                   "Where Mod BitShift".split())
-POOLS = frozenset("MaxPool AveragePool LpPool".split())
-GLOBAL_POOLS = frozenset("GlobalAveragePool GlobalMaxPool GlobalLpPool".split())
-REDUCES = frozenset("ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSum "
-                    "ReduceLogSumExp ReduceSumSquare".split())
-_NP_BINARY: dict[str, Callable] = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum,
-                                   "Min": np.minimum, "Equal": np.equal, "Greater": np.greater, "Less": np.less}
-
-
-def broadcast(*shapes: tuple | None) -> tuple | None:
-    """Numpy-style broadcast of shapes with unknown (``None``) dims; ``None`` if any shape is unknown."""
-    if any(s is None for s in shapes):
-        return None
-    rank = max((len(s) for s in shapes), default=0)
-    out = []
-    for i in range(rank):
-        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
-        known = [d for d in dims if d is not None and d != 1]
-        if any(d is None for d in dims) and not known:
-            out.append(None)
-        else:
-            out.append(known[0] if known else 1)
-    return tuple(out)
-
-
-def conv_output(size: int | None, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int,
-                auto_pad: str = "NOTSET", ceil_mode: bool = False) -> int | None:
-    """One spatial output size of a convolution or pooling window (ONNX's rules)."""
-    if size is None:
-        return None
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        return -(-size // stride)
-    effective = dilation * (kernel - 1) + 1
-    if auto_pad == "VALID":
-        pad_begin = pad_end = 0
-    span = size + pad_begin + pad_end - effective
-    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad_begin:  # last window must start inside the input
-        out -= 1
-    return out
-
-
-def _window(node: Node, x: tuple, kernel: tuple) -> tuple[int | None, ...]:
-    nsp = len(kernel)
-    strides = node.attrs.get("strides") or (1,) * nsp
-    dil = node.attrs.get("dilations") or (1,) * nsp
-    pads = node.attrs.get("pads") or (0,) * (2 * nsp)
-    auto = node.attrs.get("auto_pad", "NOTSET") or "NOTSET"
-    ceil = bool(node.attrs.get("ceil_mode", 0))
-    return tuple(conv_output(x[2 + i], kernel[i], strides[i], dil[i], pads[i], pads[i + nsp], auto, ceil)
-                 for i in range(nsp))
-
-
-def _norm_axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
-
-
-def _value_list(meta: TensorMeta | None) -> list | None:
-    if meta is None or meta.value is None:
-        return None
-    return [x.item() for x in np.asarray(meta.value).reshape(-1)]
 
 
 class _Propagator:
@@ -120,7 +52,7 @@ class _Propagator:
     def attr_or_input(self, node: Node, attr: str, index: int) -> list | None:
         if attr in node.attrs and node.attrs[attr] is not None:
             return list(node.attrs[attr])
-        return _value_list(self.meta(node, index))
+        return value_list(self.meta(node, index))
 
     def run(self) -> dict[str, TensorMeta]:
         for node in self.graph.nodes:
@@ -156,8 +88,8 @@ class _Propagator:
             metas = [self.meta(node, i) for i in range(len(node.inputs))]
             shape = broadcast(*[m.shape if m else None for m in metas])
             value = None
-            if op in _NP_BINARY and all(m is not None and m.value is not None for m in metas):
-                value = _NP_BINARY[op](metas[0].value, metas[1].value)
+            if op in NP_BINARY and all(m is not None and m.value is not None for m in metas):
+                value = NP_BINARY[op](metas[0].value, metas[1].value)
             elif op == "Div" and all(m is not None and m.value is not None for m in metas):
                 a, b = metas[0].value, metas[1].value
                 value = a // b if np.issubdtype(a.dtype, np.integer) else a / b
@@ -167,7 +99,7 @@ class _Propagator:
         if op in POOLS:
             xs = x.shape
             kernel = tuple(node.attrs["kernel_shape"])
-            shape = xs[:2] + _window(node, xs, kernel)
+            shape = xs[:2] + window(node, xs, kernel)
             return [TensorMeta(shape, x.dtype)] * len(node.outputs)
         if op in GLOBAL_POOLS:
             return [TensorMeta(x.shape[:2] + (1,) * (len(x.shape) - 2), x.dtype)]
@@ -175,7 +107,7 @@ class _Propagator:
             axes = self.attr_or_input(node, "axes", 1)
             keep = node.attrs.get("keepdims", 1)
             rank = len(x.shape)
-            axes = [_norm_axis(a, rank) for a in axes] if axes else list(range(rank))
+            axes = [norm_axis(a, rank) for a in axes] if axes else list(range(rank))
             shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes)
             return [TensorMeta(shape, x.dtype)]
         return None
@@ -209,7 +141,7 @@ class _Propagator:
     def _conv(self, node: Node, x_i: int, w_i: int, dtype: int | None = None):
         xs, ws = self.shape(node, x_i), self.shape(node, w_i)
         kernel = tuple(node.attrs.get("kernel_shape") or ws[2:])
-        shape = (xs[0], ws[0]) + _window(node, xs, kernel)
+        shape = (xs[0], ws[0]) + window(node, xs, kernel)
         return [TensorMeta(shape, dtype if dtype is not None else self.dtype(node, x_i))]
 
     def op_Conv(self, node: Node):
@@ -241,25 +173,14 @@ class _Propagator:
                 for i in range(nsp))
         return [TensorMeta((xs[0], ws[1] * group) + spatial, self.dtype(node))]
 
-    def _matmul_shape(self, a: tuple, b: tuple) -> tuple:
-        a2 = (1,) + a if len(a) == 1 else a
-        b2 = b + (1,) if len(b) == 1 else b
-        batch = broadcast(a2[:-2], b2[:-2])
-        out = batch + (a2[-2], b2[-1])
-        if len(a) == 1:
-            out = out[:-2] + out[-1:]
-        if len(b) == 1:
-            out = out[:-1]
-        return out
-
     def op_MatMul(self, node: Node):
-        return [TensorMeta(self._matmul_shape(self.shape(node, 0), self.shape(node, 1)), self.dtype(node))]
+        return [TensorMeta(matmul_shape(self.shape(node, 0), self.shape(node, 1)), self.dtype(node))]
 
     def op_MatMulInteger(self, node: Node):
-        return [TensorMeta(self._matmul_shape(self.shape(node, 0), self.shape(node, 1)), 6)]
+        return [TensorMeta(matmul_shape(self.shape(node, 0), self.shape(node, 1)), 6)]
 
     def op_QLinearMatMul(self, node: Node):
-        return [TensorMeta(self._matmul_shape(self.shape(node, 0), self.shape(node, 3)), self.dtype(node, 7))]
+        return [TensorMeta(matmul_shape(self.shape(node, 0), self.shape(node, 3)), self.dtype(node, 7))]
 
     def op_Gemm(self, node: Node):
         a, b = self.shape(node, 0), self.shape(node, 1)
@@ -271,9 +192,9 @@ class _Propagator:
         x = self.meta(node, 0)
         rank = len(x.shape)
         axes = node.attrs.get("axes")
-        sizes = _value_list(self.meta(node, 3)) if len(node.inputs) > 3 else None
-        scales = _value_list(self.meta(node, 2 if self.graph.opset >= 11 else 1))
-        axes = [_norm_axis(a, rank) for a in axes] if axes else list(range(rank))
+        sizes = value_list(self.meta(node, 3)) if len(node.inputs) > 3 else None
+        scales = value_list(self.meta(node, 2 if self.graph.opset >= 11 else 1))
+        axes = [norm_axis(a, rank) for a in axes] if axes else list(range(rank))
         shape = list(x.shape)
         if sizes:
             for a, s in zip(axes, sizes):
@@ -287,14 +208,14 @@ class _Propagator:
 
     def op_Upsample(self, node: Node):
         x = self.meta(node, 0)
-        scales = list(node.attrs.get("scales") or _value_list(self.meta(node, 1)))
+        scales = list(node.attrs.get("scales") or value_list(self.meta(node, 1)))
         return [TensorMeta(tuple(None if d is None else int(math.floor(d * s)) for d, s in zip(x.shape, scales)),
                            x.dtype)]
 
     def op_Concat(self, node: Node):
         metas = [self.meta(node, i) for i in range(len(node.inputs)) if node.inputs[i]]
         rank = len(metas[0].shape)
-        axis = _norm_axis(node.attrs.get("axis", 0), rank)
+        axis = norm_axis(node.attrs.get("axis", 0), rank)
         shape = list(metas[0].shape)
         dims = [m.shape[axis] for m in metas]
         shape[axis] = None if any(d is None for d in dims) else sum(dims)
@@ -305,7 +226,7 @@ class _Propagator:
 
     def op_Reshape(self, node: Node):
         x = self.meta(node, 0)
-        target = node.attrs.get("shape") or _value_list(self.meta(node, 1))
+        target = node.attrs.get("shape") or value_list(self.meta(node, 1))
         if target is None:
             return None
         allowzero = node.attrs.get("allowzero", 0)
@@ -320,7 +241,7 @@ class _Propagator:
 
     def op_Flatten(self, node: Node):
         x = self.meta(node, 0)
-        axis = _norm_axis(node.attrs.get("axis", 1), len(x.shape))
+        axis = norm_axis(node.attrs.get("axis", 1), len(x.shape))
 
         def prod(ds):
             return None if None in ds else int(np.prod(ds))
@@ -336,7 +257,7 @@ class _Propagator:
         x = self.meta(node, 0)
         axes = self.attr_or_input(node, "axes", 1)
         rank = len(x.shape)
-        axes = {_norm_axis(a, rank) for a in axes} if axes else {i for i, d in enumerate(x.shape) if d == 1}
+        axes = {norm_axis(a, rank) for a in axes} if axes else {i for i, d in enumerate(x.shape) if d == 1}
         shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
         value = np.asarray(x.value).reshape(shape) if x.value is not None else None
         return [TensorMeta(shape, x.dtype, value)]
@@ -345,7 +266,7 @@ class _Propagator:
         x = self.meta(node, 0)
         axes = self.attr_or_input(node, "axes", 1)
         rank = len(x.shape) + len(axes)
-        axes = sorted(_norm_axis(a, rank) for a in axes)
+        axes = sorted(norm_axis(a, rank) for a in axes)
         shape = list(x.shape)
         for a in axes:
             shape.insert(a, 1)
@@ -367,7 +288,7 @@ class _Propagator:
 
     def op_Gather(self, node: Node):
         data, idx = self.meta(node, 0), self.meta(node, 1)
-        axis = _norm_axis(node.attrs.get("axis", 0), len(data.shape))
+        axis = norm_axis(node.attrs.get("axis", 0), len(data.shape))
         shape = data.shape[:axis] + idx.shape + data.shape[axis + 1:]
         value = None
         if data.value is not None and idx.value is not None:
@@ -380,13 +301,13 @@ class _Propagator:
             starts, ends, axes, steps = (node.attrs.get("starts"), node.attrs.get("ends"),
                                          node.attrs.get("axes"), None)
         else:
-            starts, ends = _value_list(self.meta(node, 1)), _value_list(self.meta(node, 2))
-            axes = _value_list(self.meta(node, 3)) if len(node.inputs) > 3 and node.inputs[3] else None
-            steps = _value_list(self.meta(node, 4)) if len(node.inputs) > 4 and node.inputs[4] else None
+            starts, ends = value_list(self.meta(node, 1)), value_list(self.meta(node, 2))
+            axes = value_list(self.meta(node, 3)) if len(node.inputs) > 3 and node.inputs[3] else None
+            steps = value_list(self.meta(node, 4)) if len(node.inputs) > 4 and node.inputs[4] else None
         if starts is None or ends is None:
             return None
         rank = len(x.shape)
-        axes = [_norm_axis(a, rank) for a in (axes or range(len(starts)))]
+        axes = [norm_axis(a, rank) for a in (axes or range(len(starts)))]
         steps = steps or [1] * len(starts)
         shape = list(x.shape)
         index = [slice(None)] * rank
@@ -399,7 +320,7 @@ class _Propagator:
 
     def op_Split(self, node: Node):
         x = self.meta(node, 0)
-        axis = _norm_axis(node.attrs.get("axis", 0), len(x.shape))
+        axis = norm_axis(node.attrs.get("axis", 0), len(x.shape))
         split = self.attr_or_input(node, "split", 1)
         n = len(node.outputs)
         if not split:
@@ -414,16 +335,16 @@ class _Propagator:
         x = self.meta(node, 0)
         pads = self.attr_or_input(node, "pads", 1)
         rank = len(x.shape)
-        axes = _value_list(self.meta(node, 3)) if len(node.inputs) > 3 and node.inputs[3] else list(range(rank))
+        axes = value_list(self.meta(node, 3)) if len(node.inputs) > 3 and node.inputs[3] else list(range(rank))
         shape = list(x.shape)
-        for j, a in enumerate(_norm_axis(a, rank) for a in axes):
+        for j, a in enumerate(norm_axis(a, rank) for a in axes):
             if shape[a] is not None:
                 shape[a] += int(pads[j]) + int(pads[j + len(axes)])
         return [TensorMeta(tuple(shape), x.dtype)]
 
     def op_ArgMax(self, node: Node):
         x = self.meta(node, 0)
-        axis = _norm_axis(node.attrs.get("axis", 0), len(x.shape))
+        axis = norm_axis(node.attrs.get("axis", 0), len(x.shape))
         keep = node.attrs.get("keepdims", 1)
         shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape) if keep or i != axis)
         return [TensorMeta(shape, INT64)]
@@ -431,15 +352,15 @@ class _Propagator:
     op_ArgMin = op_ArgMax
 
     def op_Tile(self, node: Node):
-        x, reps = self.meta(node, 0), _value_list(self.meta(node, 1))
+        x, reps = self.meta(node, 0), value_list(self.meta(node, 1))
         return [TensorMeta(tuple(None if d is None else d * int(r) for d, r in zip(x.shape, reps)), x.dtype)]
 
     def op_Expand(self, node: Node):
-        x, target = self.meta(node, 0), _value_list(self.meta(node, 1))
+        x, target = self.meta(node, 0), value_list(self.meta(node, 1))
         return [TensorMeta(broadcast(x.shape, tuple(int(t) for t in target)), x.dtype)]
 
     def op_ConstantOfShape(self, node: Node):
-        target = _value_list(self.meta(node, 0))
+        target = value_list(self.meta(node, 0))
         value = node.attrs.get("value")
         dtype = value.dtype if isinstance(value, TensorMeta) else 1
         return [TensorMeta(tuple(int(t) for t in target), dtype)]
