@@ -41,33 +41,30 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from edge.detect.frameslot import FrameSlot
 from edge.detect.health import HealthServer
 from edge.detect.metrics import LatencyStats, RateMeter
+from edge.detect.service_options import (FRAME_POLICIES, ServiceOptions, ServiceSummary, crop_jpeg_b64,
+                                         frame_policy_for)
 from edge.detect.sinks.base import EventBatch, Sink
 from edge.detect.tracker import ByteTracker
 from edge.detect.zones import ZoneMonitor
 from edge.errors import EdgeError, ServiceError
-from edge.sources.files import ImageFileSource, ImageFolderSource, VideoFileSource
 from edge.types import Detections, Frame
 
 __all__ = ["DetectionService", "ServiceOptions", "ServiceSummary", "FrameSlot", "FRAME_POLICIES", "frame_policy_for"]
 
 log = logging.getLogger(__name__)
 
-FRAME_POLICIES = ("auto", "latest", "all")
 #: Seconds between looks at the stop flag while waiting for a frame.
 STOP_POLL = 0.1
 #: Seconds to wait for the capture thread to return from a blocking read at shutdown.
@@ -78,66 +75,6 @@ PREPARED_QUEUE = 1
 #: tracker step) without letting the inference stage run far ahead of the events.
 RESULTS_QUEUE = 2
 _MS = 1e3
-#: JPEG quality of the crops attached to events with ``event_image``.
-EVENT_IMAGE_QUALITY = 80
-
-
-def frame_policy_for(source) -> str:
-    """``all`` for recorded material (files, folders, videos), ``latest`` for live sources."""
-    return "all" if isinstance(source, (ImageFileSource, ImageFolderSource, VideoFileSource)) else "latest"
-
-
-@dataclass(frozen=True)
-class ServiceOptions:
-    """How the service runs.
-
-    Attributes:
-        frame_policy: ``auto`` (see :func:`frame_policy_for`), ``latest`` or ``all``.
-        frame_queue: captured frames buffered with the ``all`` policy (``latest`` holds one).
-        batch_queue: frame results waiting for the sinks, at most.
-        health_port: port of the ``/health`` + ``/metrics`` endpoint; None: no endpoint; 0: any free port.
-        health_host: address of that endpoint.
-        drain_timeout: seconds each sink may take at shutdown to deliver what it holds.
-        event_image: attach a base64 JPEG crop of the box to every event.
-        device: device name written into every event (overrides the zone monitor's).
-    """
-
-    frame_policy: str = "auto"
-    frame_queue: int = 2
-    batch_queue: int = 64
-    health_port: int | None = None
-    health_host: str = "127.0.0.1"
-    drain_timeout: float = 5.0
-    event_image: bool = False
-    device: str = ""
-
-    def __post_init__(self) -> None:
-        if self.frame_policy not in FRAME_POLICIES:
-            raise ValueError(f"frame_policy must be one of {FRAME_POLICIES}, got {self.frame_policy!r}")
-        if self.frame_queue < 1 or self.batch_queue < 1 or self.drain_timeout < 0:
-            raise ValueError("frame_queue and batch_queue must be >= 1 and drain_timeout >= 0")
-
-
-@dataclass(frozen=True)
-class ServiceSummary:
-    """What a finished run did (also the final ``/metrics``)."""
-
-    frames_captured: int
-    frames_processed: int
-    frames_dropped: int
-    events: int
-    stopped_by_request: bool
-    metrics: dict
-
-
-def _crop_jpeg_b64(image: np.ndarray, box: tuple[float, float, float, float]) -> str | None:
-    h, w = image.shape[:2]
-    x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
-    x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
-    if x2 <= x1 or y2 <= y1:
-        return None
-    ok, data = cv2.imencode(".jpg", image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, EVENT_IMAGE_QUALITY])
-    return base64.b64encode(data.tobytes()).decode("ascii") if ok else None
 
 
 class _DetectOnly:
@@ -370,7 +307,7 @@ class DetectionService:
         if self.options.device and event.device != self.options.device:
             changes["device"] = self.options.device
         if self.options.event_image:
-            changes["image_jpeg_b64"] = _crop_jpeg_b64(frame.image, event.box)
+            changes["image_jpeg_b64"] = crop_jpeg_b64(frame.image, event.box)
         return dataclasses.replace(event, **changes) if changes else event
 
     def _deliver(self) -> None:
