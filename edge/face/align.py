@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.errors import FaceError
 
-__all__ = ["ARCFACE_112_TEMPLATE", "ALIGNED_SIZE", "similarity_transform", "align_face", "align_faces",
+__all__ = ["ARCFACE_112_TEMPLATE", "ALIGNED_SIZE", "similarity_transform", "align_face", "align_faces", "as_bgr",
            "transform_points"]
 
 #: Side of the aligned crop, pixels.
@@ -99,7 +99,7 @@ def align_face(image_bgr: np.ndarray, landmarks5, *, size: int = ALIGNED_SIZE) -
         >>> crop.shape
         (112, 112, 3)                                           # doctest: +SKIP
     """
-    img = _check_image(image_bgr)
+    img = as_bgr(image_bgr)
     dst = ARCFACE_112_TEMPLATE * (size / ALIGNED_SIZE)
     m = similarity_transform(landmarks5, dst)
     return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
@@ -116,7 +116,8 @@ def align_faces(image_bgr: np.ndarray, landmarks, *, size: int = ALIGNED_SIZE) -
     return np.stack([align_face(image_bgr, p, size=size) for p in lm])
 
 
-def _check_image(image) -> np.ndarray:
+def as_bgr(image) -> np.ndarray:
+    """``image`` as H×W×3 BGR uint8 (gray is expanded); a clear FaceError for anything else."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise FaceError(f"image must be a uint8 numpy array, got "
                         f"{getattr(image, 'dtype', type(image).__name__)}")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge.errors import FaceError
-from edge.face.align import align_face
+from edge.face.align import align_face, as_bgr
 from edge.face.match import threshold_for
 from edge.face.quality import QualityConfig, assess
 from edge.face.types import FaceAnalysis, FaceObservation
@@ -122,7 +122,7 @@ class FacePipeline:
         """
         t_start = time.perf_counter()
         raw = image.image if isinstance(image, Frame) else image
-        bgr = _to_bgr(raw)
+        bgr = as_bgr(raw)
         timings = dict.fromkeys(STAGES, 0.0)
         observe = getattr(self.liveness, "observe", None) if check_liveness else None
         if observe is not None:  # stateful checkers (IR strobe) must see frames without faces too
@@ -178,19 +178,6 @@ class FacePipeline:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _to_bgr(raw) -> np.ndarray:
-    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:
-        raise FaceError(f"image must be a uint8 numpy array or a Frame, got "
-                        f"{getattr(raw, 'dtype', type(raw).__name__)}")
-    if raw.ndim == 3 and raw.shape[2] == 1:
-        raw = raw[:, :, 0]
-    if raw.ndim == 2:
-        return cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
-    if raw.ndim != 3 or raw.shape[2] != 3 or min(raw.shape[:2]) == 0:
-        raise FaceError(f"image must be H×W×3 BGR or H×W gray, got shape {raw.shape}")
-    return raw
 
 
 def _blazeface_to_five(kps6: np.ndarray) -> np.ndarray:
