@@ -37,7 +37,7 @@ from edge.errors import BundleKeyError, ReleaseNotFoundError
 
 __all__ = ["Release", "open_release", "add_release_args", "release_from_args", "default_bundle",
            "default_trust", "releases_dir", "ENV_BUNDLE", "ENV_TRUST", "ENV_RELEASES_DIR",
-           "DEFAULT_RELEASES_DIR", "DEFAULT_TRUST", "CURRENT"]
+           "DEFAULT_RELEASES_DIR", "DEFAULT_TRUST", "CURRENT", "no_release_help"]
 
 ENV_BUNDLE = "EDGE_BUNDLE"
 ENV_TRUST = "EDGE_TRUST"
@@ -47,8 +47,15 @@ DEFAULT_TRUST = Path("/etc/edgesight/bundle_signing.pub")
 #: The active release inside the releases directory (a directory, a symlink to one, or a .tar.gz).
 CURRENT = "current"
 
-_HOW = ("give --bundle DIR_OR_TAR (or set EDGE_BUNDLE), install a release at {default} "
-        "(build one with `edge-export build --profile PROFILE --key KEY --out DIR`)")
+
+def no_release_help() -> str:
+    """What to do when no release is given or installed (used by every consumer's error)."""
+    return (f"no release: nothing given with --bundle, ${ENV_BUNDLE} is not set and nothing is installed at "
+            f"{releases_dir() / CURRENT}. To fix: (1) on the workstation, `edge-export keygen --out keys` once, "
+            "then `edge-export build --profile PROFILE --key keys/bundle_signing.key --out bundles --archive`; "
+            "(2) on the device, either pass `--bundle bundles/PROFILE.tar.gz --trust bundle_signing.pub` "
+            f"(or set {ENV_BUNDLE} and {ENV_TRUST}), or unpack the release to {releases_dir() / CURRENT} and put "
+            f"its public key at {default_trust()}.")
 
 
 def releases_dir() -> Path:
@@ -137,7 +144,7 @@ def open_release(bundle: str | Path | None = None, trust: str | Path | None = No
         if given:
             raise ReleaseNotFoundError(f"bundle not found: {src} (a bundle directory or .tar.gz written by "
                                        "`edge-export build` was expected)", file=str(src))
-        raise ReleaseNotFoundError(f"no release installed at {src}: " + _HOW.format(default=src), file=str(src))
+        raise ReleaseNotFoundError(no_release_help(), file=str(src))
     key_path = Path(trust) if trust is not None else default_trust()
     if not key_path.is_file():
         how = "--trust PUBKEY or EDGE_TRUST" if trust is None else "the right path to --trust"

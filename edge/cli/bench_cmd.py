@@ -46,7 +46,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure latency, memory and efficiency of models on this device",
                        description="Measure load time, first inference, warm latency, throughput, peak memory "
                                    "and roofline efficiency per model variant, backend and thread count.")
-    p.add_argument("--bundle", metavar="DIR", help="a directory of model files with their cards (*.json)")
+    from edge.release import add_release_args
+
+    add_release_args(p)  # --bundle: bench every model of the release (verified first)
     p.add_argument("--model", nargs="+", action="extend", metavar="NAME",
                    help="registry names, model files or card JSONs (default: every shared model found locally)")
     p.add_argument("--backend", type=_csv(str), default=None, metavar="LIST",
@@ -196,6 +198,8 @@ def cmd_bench(args) -> int:
         report.require_matplotlib()  # fail before a long run, not after it
     if args.pipeline and args.bundle:
         raise ValueError("--pipeline takes --model names, not --bundle")
+    if args.trust and not args.bundle:
+        raise ValueError("--trust verifies a release: give --bundle DIR_OR_TAR too")
     probe = device.DeviceProbe()
     fp = device.fingerprint(probe)
     prof, compute, prof_info = _profile(args, fp)
@@ -207,7 +211,11 @@ def cmd_bench(args) -> int:
     if args.pipeline:
         variants = pipeline_variants(args.pipeline, args.model)
     elif args.bundle:
-        variants = variants_from_bundle(args.bundle) + (variants_from_models(args.model) if args.model else [])
+        from edge.release import open_release
+
+        release = open_release(args.bundle, args.trust)  # verified before any model is opened
+        print(f"edge bench: {release.describe()}", file=sys.stderr)
+        variants = variants_from_bundle(release.path) + (variants_from_models(args.model) if args.model else [])
     else:
         variants = variants_from_models(args.model) if args.model else _default_variants()
     frames = load_frames(args.inputs, args.num_inputs)

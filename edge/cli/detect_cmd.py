@@ -16,7 +16,6 @@ import sys
 import threading
 from pathlib import Path
 
-from edge.errors import ModelCardError
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,12 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--source", required=True, help="camera index, /dev/videoN, rtsp://, video file, image folder, "
                                                    "picamera, synthetic[:WxH], gst:PIPELINE")
-    p.add_argument("--bundle", type=Path, help="bundle directory written by edge-export build: the model of its "
-                                               "detector role is used (with several, choose one with --model NAME)")
-    p.add_argument("--key", type=Path, metavar="PUB", help="Ed25519 public key: verify the bundle's signature and "
-                                                            "every file against its manifest before use")
-    p.add_argument("--model", help=f"registry name, model file or card JSON (default {DEFAULT_MODEL})")
+    from edge.release import add_release_args
+
+    add_release_args(p)
+    p.add_argument("--model", help="with a release: which of its detectors (by name) when it has several; without "
+                                   f"one: registry name, model file or card JSON (default {DEFAULT_MODEL})")
+    p.add_argument("--explain", action="store_true", help="print which model runs and where it comes from")
     p.add_argument("--sink", action="append", metavar="SPEC",
                    help="jsonl:PATH | mqtt://HOST[:PORT]/PREFIX | http(s)://URL | snapshots:DIR "
                         f"(repeatable; default {DEFAULT_SINK})")
@@ -72,31 +72,23 @@ def default_device() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-") or "edge"
 
 
-def _bundle_detector(bundle: Path, name: str | None, key: Path | None) -> Path:
-    """The card JSON of the detector in a bundle directory, after verifying the bundle with ``key``.
+def _resolve_model(args) -> tuple[str, str]:
+    """(model reference for create_detector, where it comes from).
 
-    Raises:
-        BundleSignatureError / BundleIntegrityError / BundleKeyError: verification failed.
-        ModelCardError: the bundle has no detector (named ``name``), or several and no name.
+    The release (``--bundle``, ``$EDGE_BUNDLE`` or the installed one) is verified before its
+    detector is used; without any release, ``--model`` or the registry default is used.
     """
-    from edge.bundle import load_bundle, verify_bundle
+    from edge.release import release_from_args
+    from edge.roles import detector_from_release
 
-    if key is not None:
-        info = verify_bundle(bundle, key)
-        log.info("bundle %s verified: signed by key %s, %d files", bundle, info.key_id, info.files)
-    else:
-        log.warning("bundle %s is used without --key: its signature and files are not verified", bundle)
-    b = load_bundle(bundle)
-    found = [m for m in b.roles.get(DETECTOR_ROLE, ()) if m.card.task == "object_detection"]
-    if name is not None:
-        found = [m for m in found if name in (m.card.name, m.model_path.name, m.model_path.stem, m.card_path.name)]
-    if len(found) == 1:
-        return found[0].card_path
-    if not found:
-        raise ModelCardError(f"bundle {bundle} holds no object_detection model in its {DETECTOR_ROLE!r} role"
-                             + (f" named {name!r}" if name else "") + f" (roles: {', '.join(b.roles) or 'none'})")
-    raise ModelCardError(f"bundle {bundle} holds several detectors ({', '.join(m.card.name for m in found)}); "
-                         "choose one with --model NAME")
+    release = release_from_args(args, required=False)
+    if release is None:
+        if args.trust is not None:
+            raise ValueError("--trust verifies a release: give --bundle DIR_OR_TAR too")
+        model = args.model or DEFAULT_MODEL
+        return model, f"{model} (registry/explicit: no release given or installed)"
+    m = detector_from_release(release, args.model)
+    return str(m.card_path), f"{m.card.name} ({m.model_path.name}, sha256 {m.card.sha256[:12]}…) from {release.describe()}"
 
 
 def _card_score(model: str) -> float:
@@ -141,12 +133,10 @@ def cmd_detect(args) -> int:
     from edge.detect.tracker import ByteTracker, TrackerConfig
     from edge.detect.zones import ZoneConfig, ZoneMonitor, load_zones
 
-    if args.key is not None and args.bundle is None:
-        raise ValueError("--key verifies a bundle: give --bundle DIR too")
-    if args.bundle is not None:
-        model = str(_bundle_detector(args.bundle, args.model, args.key))
-    else:
-        model = args.model or DEFAULT_MODEL
+    model, origin = _resolve_model(args)
+    log.info("detector: %s", origin)
+    if args.explain:
+        print(f"edge detect: detector {origin}", file=sys.stderr)
     for name, value, low in (("--max-frames", args.max_frames, 0), ("--buffer-limit", args.buffer_limit, 1),
                              ("--max-detections", args.max_detections, 1), ("--max-age", args.max_age, 0)):
         if value is not None and value < low:
