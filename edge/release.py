@@ -150,12 +150,15 @@ def open_release(bundle: str | Path | None = None, trust: str | Path | None = No
         how = "--trust PUBKEY or EDGE_TRUST" if trust is None else "the right path to --trust"
         raise BundleKeyError(f"trusted public key not found: {key_path} (needed to verify {src}; give {how}, "
                              f"e.g. the bundle_signing.pub written by `edge-export keygen`)", file=str(key_path))
-    if _is_archive(src):
-        root = extract_archive(src, _private_dir())
-    else:
-        root = src.resolve()
-    info = verify_bundle(root, key_path)
-    loaded = load_bundle(root)
+    private = _private_dir() if _is_archive(src) else None
+    try:
+        root = extract_archive(src, private) if private is not None else src.resolve()
+        info = verify_bundle(root, key_path)
+        loaded = load_bundle(root)
+    except BaseException:
+        if private is not None:  # nothing of a refused archive stays on disk
+            shutil.rmtree(private, ignore_errors=True)
+        raise
     return Release(source=src, path=root, info=info, bundle=loaded, key_id=info.key_id, trust=key_path)
 
 

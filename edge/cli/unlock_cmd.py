@@ -191,6 +191,21 @@ def _models_or_help(func, options):
                                    f"and are not usable here: {e})") from e
 
 
+def _models_used(app) -> str:
+    """Which models the loaded pipeline runs and where they come from (for --explain)."""
+    pipe = app._pipeline
+    if pipe is None:
+        return "models: not loaded"
+    origin = (app.options.release.describe() if app.options.release is not None
+              else "registry models (no release given or installed)")
+    live = getattr(pipe.liveness, "models", None) or []
+    names = "+".join(getattr(m[1], "name", "?") for m in live if isinstance(m, tuple)) or "none"
+    det = getattr(getattr(pipe.detector, "engine", None), "path", None) or type(pipe.detector).__name__
+    return (f"models from {origin}: face detector {Path(str(det)).name}, embedder {pipe.embedder.model_id} "
+            f"(sha256 {pipe.embedder.model_sha256[:12]}…, threshold {pipe.threshold():.4f} at FAR "
+            f"{pipe.target_far:g}), liveness {names}")
+
+
 def _source(args) -> str:
     if args.source:
         return args.source
@@ -233,6 +248,7 @@ def cmd_verify(args) -> int:
     try:
         outcome = _models_or_help(lambda: app.verify(args.user, _source(args), VerifyPolicy(
             args.frames_needed, args.window, args.timeout)), app.options)
+        used = _models_used(app)
     except LockedOutError as e:
         print(f"edge unlock: {e}", file=sys.stderr)
         return EXIT_LOCKED
@@ -252,6 +268,7 @@ def cmd_verify(args) -> int:
     elif args.explain:
         print(d.explain())
         print(f"models loaded in {outcome.load_ms:.0f} ms")
+        print(used)
     else:
         best = max((f.similarity for f in d.frames if f.similarity is not None), default=None)
         sim = "" if best is None else f", best similarity {best:.3f} vs {d.threshold:.3f}"
@@ -272,9 +289,11 @@ def cmd_enroll(args) -> int:
     try:
         result = _models_or_help(lambda: app.enroll(args.user, _source(args), policy, replace=args.replace,
                                                     add=args.add), app.options)
+        used = _models_used(app)
     finally:
         app.close()
     if args.explain:
+        print(used)
         for v in result.verdicts:
             extra = ",".join(v.quality_reasons)
             live = "-" if v.liveness_score is None else f"{v.liveness_score:.3f}"
