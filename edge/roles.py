@@ -55,8 +55,8 @@ def role_model(release, role: str, *, task: str | None = None, name: str | None 
     if not found:
         raise MissingRoleError(f"release {release.source} has no {what} (it has: {', '.join(release.roles) or 'none'}); "
                                f"rebuild it with `edge-export build --only ...,{role}`", file=None)
-    raise MissingRoleError(f"release {release.source} has several {what}s "
-                           f"({', '.join(m.card.name for m in found)}): choose one by name", file=None)
+    raise MissingRoleError(f"release {release.source} has several models for {what} "
+                           f"({', '.join(m.card.name for m in found)}): choose one by name (--model NAME)", file=None)
 
 
 def profile_for_release(release, override=None):

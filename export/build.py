@@ -257,7 +257,10 @@ def build(options: BuildOptions) -> BuildResult:
         outcomes = [ModelBuild(s, tmp, ctx).run() for s in sources]
         from export.bundle import BundleEntry
 
-        entries = [BundleEntry(o.source.role, o.chosen.path, o.chosen.card, _labels(o.card)) for o in outcomes]
+        from export.ship import shipped_model  # output-identical rewrites applied to what ships
+
+        entries = [BundleEntry(o.source.role, *shipped_model(o.chosen.path, o.chosen.card, tmp, prep=o.prep),
+                               _labels(o.card)) for o in outcomes]
         finished = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         report = {"profile": {"name": profile.name, "board": profile.board, "backend": backend,
                               "threads": profile.runtime.threads, "path": str(options.profile)},
