@@ -64,4 +64,6 @@ def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: 
         rewrites = [r for r in rewrites if r.get("name") != "prelu"] + [
             {"name": "prelu", "nodes": n, "max_abs_diff": diff, "stage": "shipping"}]
         path = dst
-    return path, dataclasses.replace(card, extra=dict(card.extra, rewrites=rewrites))
+    # a checked property of the shipped graph, whatever made it so (float preparation, the torch
+    # exporter's own rewrite, or the rewrite above)
+    return path, dataclasses.replace(card, extra=dict(card.extra, rewrites=rewrites, prelu_nodes=0))

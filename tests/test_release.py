@@ -278,6 +278,7 @@ def test_sparse_member_is_refused(tmp_path):
 
 # -- every consumer uses only the release ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_unlock_enroll_and_verify_use_only_the_release(release_build, offline, unlock_state, data_dir, tmp_path,
                                                        capsys):
     photos = tmp_path / "photos"
@@ -338,6 +339,7 @@ def test_templates_follow_the_release_embedder(release_build, offline, unlock_st
     assert json.loads(capsys.readouterr().out)["users"][0]["stale"] is True
 
 
+@pytest.mark.slow
 def test_edge_run_and_bench_use_the_release(release_build, offline, tmp_path, capsys, samples):
     rel = ["--bundle", str(release_build["tar"]), "--trust", str(release_build["pub"])]
     assert edge_main(["run", "classifier", str(samples / "cat.bmp"), "--json", "--explain", *rel]) == 0
@@ -442,3 +444,22 @@ def test_release_module_imports_no_training_framework():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_default_path_model_is_in_the_release_or_downloadable(release_build):
+    """Offline after set-up (9.6): the face models ship in the release; what the registry fallback
+    would need instead has a real upstream source, except the exported SFace, which only the
+    release carries (its bytes exist nowhere upstream)."""
+    from edge.registry import get_card
+
+    rel = open_release(release_build["dir"], release_build["pub"])
+    shipped = {role: [m.card for m in rel.models(role)] for role in ("face_detector", "face_embedder", "liveness")}
+    assert [c.name for c in shipped["face_embedder"]] == ["sface_2021dec_fp32_fp32"]
+    assert "derived by edge-export from sface_2021dec_fp32" in shipped["face_embedder"][0].source.note
+    assert sorted(c.name for c in shipped["liveness"]) == ["minifasnet_v1se_scale4.0_fp32", "minifasnet_v2_scale2.7_fp32"]
+    assert shipped["face_detector"][0].name.startswith("yunet_s_640x640")
+    for name in ("yunet_s_640x640", "yunet_s_dynamic", "minifasnet_v2_scale2.7", "minifasnet_v1se_scale4.0",
+                 "sface_2021dec_int8bq"):
+        src = get_card(name).source
+        assert src.url or src.pypi, name
+    assert get_card("sface_2021dec_fp32").source.url is None  # derived: only a release can bring it
