@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -234,14 +235,36 @@ MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 MAX_ARCHIVE_MEMBERS = 2000
 
 
-def _open_stream(f, tar_path: Path):
-    """A streaming tar reader over ``f`` (gzip, including multi-member, or plain tar)."""
+class _Bounded(io.RawIOBase):
+    """A read-only stream that refuses to deliver more than ``limit`` bytes in total.
+
+    Everything tarfile reads goes through it (headers, GNU long names, pax records, data), so a
+    member that declares little and a header block that holds much are stopped alike."""
+
+    def __init__(self, raw, limit: int, origin: Path) -> None:
+        self.raw, self.limit, self.origin, self.count = raw, limit, origin, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.raw.read(min(len(b), self.limit - self.count + 1))
+        self.count += len(data)
+        if self.count > self.limit:
+            raise BundleArchiveError(f"{self.origin}: expands to more than {self.limit} bytes; refused while "
+                                     "streaming it")
+        b[:len(data)] = data
+        return len(data)
+
+
+def _open_stream(f, tar_path: Path, limit: int):
+    """A streaming tar reader over ``f`` (gzip, including multi-member, or plain tar), bounded."""
     import gzip
 
     magic = f.read(2)
     f.seek(0)
     raw = gzip.GzipFile(fileobj=f, mode="rb") if magic == b"\x1f\x8b" else f
-    return tarfile.open(fileobj=raw, mode="r|")
+    return tarfile.open(fileobj=io.BufferedReader(_Bounded(raw, limit, tar_path), _CHUNK), mode="r|")
 
 
 def _check_member(m: tarfile.TarInfo, tar_path: Path, count: int, declared: int, max_bytes: int,
@@ -279,18 +302,20 @@ def extract_archive(tar_path: str | Path, dest: str | Path, *, max_bytes: int = 
         BundleIntegrityError: an unreadable archive, or no manifest.json at its top.
     """
     tar_path, dest = Path(tar_path), Path(dest)
+    # member data + per member a header, a long-name/pax record and padding, + the end blocks
+    stream_limit = max_bytes + (max_members + 2) * 4 * 512 + _CHUNK
     written: list[Path] = []
     try:
         with open(tar_path, "rb") as f:
             count = declared = 0
-            with _open_stream(f, tar_path) as tf:
+            with _open_stream(f, tar_path, stream_limit) as tf:
                 for m in tf:
                     count += 1
                     declared += m.size if m.isreg() else 0
                     _check_member(m, tar_path, count, declared, max_bytes, max_members)
             f.seek(0)
             total = 0
-            with _open_stream(f, tar_path) as tf:
+            with _open_stream(f, tar_path, stream_limit) as tf:
                 for m in tf:
                     target = dest.joinpath(*PurePosixPath(m.name).parts)
                     _check_member(m, tar_path, 1, m.size if m.isreg() else 0, max_bytes, max_members)

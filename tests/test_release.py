@@ -230,6 +230,21 @@ def test_too_many_members_are_refused(tmp_path):
     assert list(dest.iterdir()) == []
 
 
+def test_a_header_that_streams_more_than_the_limit_is_stopped_while_streaming(tmp_path):
+    """A GNU long-name record is read by tarfile itself before any member is seen: the stream is bounded."""
+    ti = tarfile.TarInfo("././@LongLink")
+    ti.type = tarfile.GNUTYPE_LONGNAME
+    ti.size = 64 << 20
+    p = tmp_path / "longname.tar.gz"
+    zchunk = _gz(bytes(1 << 20))
+    p.write_bytes(_gz(ti.tobuf(format=tarfile.GNU_FORMAT)) + zchunk * 64 + _gz(bytes(1024)))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(BundleArchiveError, match="refused while streaming"):
+        extract_archive(p, dest, max_bytes=1 << 20)
+    assert list(dest.iterdir()) == []
+
+
 def _tar_with(tmp_path: Path, info: tarfile.TarInfo, data: bytes = b"") -> Path:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
