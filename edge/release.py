@@ -183,5 +183,8 @@ def release_from_args(args: argparse.Namespace, required: bool = True) -> Releas
     bundle = getattr(args, "bundle", None)
     trust = getattr(args, "trust", None)
     if not required and bundle is None and not os.environ.get(ENV_BUNDLE) and not default_bundle().exists():
+        if trust is not None:
+            raise ValueError(f"--trust verifies a release, but none is given or installed: give --bundle "
+                             f"DIR_OR_TAR too (or set {ENV_BUNDLE})")
         return None
     return open_release(bundle, trust)
