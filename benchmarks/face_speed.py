@@ -63,9 +63,13 @@ def build_frames(n: int) -> list[np.ndarray]:
     return frames
 
 
+NONCOMMERCIAL = " [MobileFaceNet: non-commercial weights]"
+
+
 class EdgeRunner:
-    def __init__(self, name: str, pipe: FacePipeline, liveness: bool = False) -> None:
-        self.name, self.pipe, self.liveness = name, pipe, liveness
+    def __init__(self, name: str, pipe: FacePipeline, liveness: bool = False,
+                 detect_size: tuple[int, int] | None = None) -> None:
+        self.name, self.pipe, self.liveness, self.detect_size = name, pipe, liveness, detect_size
 
     def run(self, frame):
         a = self.pipe.analyze(frame, max_faces=1, check_liveness=self.liveness)
@@ -73,31 +77,37 @@ class EdgeRunner:
         return (None if face is None else face.embedding.vector), dict(a.timings_ms)
 
 
-def edge_variants(fast_card: Path | None, liveness_dir: Path | None) -> list[EdgeRunner]:
-    runs = [
-        ("edge yunet640+sface_fp32", dict(detector="yunet", embedder="sface_2021dec_fp32")),
-        ("edge yunet@320x240+sface_fp32", dict(embedder="sface_2021dec_fp32", detect_size=(320, 240))),
-        ("edge yunet@320x240+mobilefacenet", dict(embedder="mobilefacenet_128d", detect_size=(320, 240))),
-    ]
-    if fast_card is not None:
-        runs += [("edge yunet@320x240+mobilefacenet_fastprelu", dict(embedder=str(fast_card), detect_size=(320, 240))),
-                 ("edge yunet@160x120+mobilefacenet_fastprelu", dict(embedder=str(fast_card), detect_size=(160, 120)))]
-    out = [EdgeRunner(n, create_pipeline(threads=THREADS, liveness=False, **kw)) for n, kw in runs]
-    if liveness_dir is not None:  # the recommended configuration, with the MiniFASNet pair
-        label, kw = next(r for r in reversed(runs) if r[1].get("detect_size") == (320, 240))
+def edge_variants(fast_sface: Path | None, fast_mfn: Path | None, liveness_dir: Path | None) -> list[EdgeRunner]:
+    """Our rows; each has a detection size, and OpenCV is run at that same size."""
+    full, fast, tiny = (FRAME_W, FRAME_H), (320, 240), (160, 120)
+    runs = [("edge yunet@640x480+sface_fp32", dict(embedder="sface_2021dec_fp32", detect_size=full)),
+            ("edge yunet@320x240+sface_fp32 (registry file)", dict(embedder="sface_2021dec_fp32", detect_size=fast))]
+    if fast_sface is not None:  # the default: what bundles ship and create_pipeline picks up
+        runs += [("edge yunet@640x480+sface_fastprelu", dict(embedder=str(fast_sface), detect_size=full)),
+                 ("edge yunet@320x240+sface_fastprelu (default)", dict(embedder=str(fast_sface), detect_size=fast)),
+                 ("edge yunet@160x120+sface_fastprelu", dict(embedder=str(fast_sface), detect_size=tiny))]
+    if fast_mfn is not None:
+        runs += [("edge yunet@320x240+mobilefacenet_fastprelu" + NONCOMMERCIAL,
+                  dict(embedder=str(fast_mfn), detect_size=fast))]
+    out = [EdgeRunner(n, create_pipeline(threads=THREADS, liveness=False, **kw), detect_size=kw["detect_size"])
+           for n, kw in runs]
+    if liveness_dir is not None:  # the default configuration, with the MiniFASNet pair
+        label, kw = next(r for r in runs if "(default)" in r[0] or r[0].startswith("edge yunet@320x240+sface"))
         out.append(EdgeRunner(label + " +liveness",
-                              create_pipeline(threads=THREADS, liveness_dir=liveness_dir, liveness=True, **kw), True))
+                              create_pipeline(threads=THREADS, liveness_dir=liveness_dir, liveness=True, **kw),
+                              True, detect_size=kw["detect_size"]))
     return out
 
 
 def prepare_models(tmp: Path, liveness_dir: Path | None, want_liveness: bool):
-    fast = None
+    fast_sface = fast_mfn = None
     try:
         from export.graph_opt import optimized_embedder
 
-        _, fast = optimized_embedder("mobilefacenet_128d", paths.cache_dir() / "optimized")
+        _, fast_sface = optimized_embedder("sface_2021dec_fp32", paths.cache_dir() / "optimized")
+        _, fast_mfn = optimized_embedder("mobilefacenet_128d", paths.cache_dir() / "optimized")
     except ImportError as e:
-        print(f"# PRelu-rewritten MobileFaceNet skipped: export tool-chain not installed ({e})")
+        print(f"# PRelu-rewritten embedders skipped: export tool-chain not installed ({e})")
     if liveness_dir is None and want_liveness:
         try:
             from export.liveness import export_liveness
@@ -106,7 +116,7 @@ def prepare_models(tmp: Path, liveness_dir: Path | None, want_liveness: bool):
             liveness_dir = tmp / "liveness"
         except ImportError as e:
             print(f"# liveness row skipped: torch not installed ({e})")
-    return fast, liveness_dir
+    return fast_sface, fast_mfn, liveness_dir
 
 
 def main(argv=None) -> int:
@@ -123,16 +133,20 @@ def main(argv=None) -> int:
     model_dir = paths.model_dirs()[0]
     frames = build_frames(args.frames)
     with tempfile.TemporaryDirectory() as tmp:
-        fast, live_dir = prepare_models(Path(tmp), args.liveness_dir, not args.no_liveness)
-        runners = [OpenCVPipeline(model_dir / "face_detection/yunet_s_640x640.onnx",
-                                  model_dir / "face_embedding/sface_2021dec_fp32.onnx")]
+        fast_sface, fast_mfn, live_dir = prepare_models(Path(tmp), args.liveness_dir, not args.no_liveness)
+        ours = edge_variants(fast_sface, fast_mfn, live_dir)
+        sizes = sorted({r.detect_size for r in ours}, reverse=True)
+        opencv = {sz: OpenCVPipeline(model_dir / "face_detection/yunet_s_640x640.onnx",
+                                     model_dir / "face_embedding/sface_2021dec_fp32.onnx", detect_size=sz)
+                  for sz in sizes}
+        runners = list(opencv.values())
         why = None if not args.no_dlib else "--no-dlib"
         why = why or dlib_available()
         if why is None:
             runners += [DlibPipeline(), DlibPipeline(howdy=True)]
         else:
             print(f"# dlib pipelines skipped: {why}")
-        runners += edge_variants(fast, live_dir)
+        runners += ours
         totals = {r.name: [] for r in runners}
         stages = {r.name: {} for r in runners}
         found = {r.name: 0 for r in runners}
@@ -149,20 +163,23 @@ def main(argv=None) -> int:
                     if rep == 0:
                         found[r.name] += feat is not None
     med = {n: float(np.median(v)) for n, v in totals.items()}
-    ref_cv = med[runners[0].name]
+    cv_name = {r.name: opencv[r.detect_size].name for r in ours}
     ref_dlib = med.get("dlib_hog+resnet")
     rows = []
     print(f"# 1 thread, {len(frames)} frames 640x480 x {args.reps} reps, interleaved; median ms per frame")
-    print(f"{'pipeline':48s} {'ms/frame':>9s} {'vs OpenCV':>9s} {'vs dlib':>8s} faces  " + " ".join(f"{s:>8s}" for s in STAGES))
+    print("# 'vs OpenCV' = OpenCV's FaceDetectorYN + FaceRecognizerSF at the SAME detection size as the row")
+    print(f"{'pipeline':80s} {'ms/frame':>9s} {'vs OpenCV':>9s} {'vs dlib':>8s} faces  " + " ".join(f"{s:>8s}" for s in STAGES))
     for r in runners:
         n = r.name
         st = {k: float(np.median(v)) for k, v in stages[n].items() if k in STAGES}
-        row = {"pipeline": n, "ms_per_frame": round(med[n], 3), "speedup_vs_opencv": round(ref_cv / med[n], 2),
+        ref_cv = med[cv_name.get(n, n)]
+        row = {"pipeline": n, "ms_per_frame": round(med[n], 3), "opencv_row": cv_name.get(n, n),
+               "speedup_vs_opencv": round(ref_cv / med[n], 2),
                "speedup_vs_dlib": None if ref_dlib is None else round(ref_dlib / med[n], 2),
                "faces_found": found[n], "frames": len(frames), "stages_ms": {k: round(v, 3) for k, v in st.items()}}
         rows.append(row)
         vs_d = "" if ref_dlib is None else f"{ref_dlib / med[n]:8.2f}"
-        print(f"{n:48s} {med[n]:9.2f} {ref_cv / med[n]:9.2f} {vs_d:>8s} {found[n]:3d}/{len(frames):<3d}"
+        print(f"{n:80s} {med[n]:9.2f} {ref_cv / med[n]:9.2f} {vs_d:>8s} {found[n]:3d}/{len(frames):<3d}"
               + " ".join(f"{st.get(s, float('nan')):8.2f}" for s in STAGES))
     if args.json:
         args.json.write_text(json.dumps({"threads": THREADS, "frame": [FRAME_W, FRAME_H], "reps": args.reps,

@@ -205,7 +205,7 @@ def _load_profile(profile):
 def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_fp32", liveness_dir=None,
                     bundle_dir=None, threads: int | None = 1, profile=None, detect_size=None,
                     quality: QualityConfig = QualityConfig(), liveness: bool | None = None,
-                    backend: str | None = None) -> FacePipeline:
+                    backend: str | None = None, prefer_optimized: bool = True) -> FacePipeline:
     """Build a :class:`FacePipeline` from model names.
 
     Args:
@@ -225,6 +225,9 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         liveness: ``True`` requires liveness models (raises when none are found), ``False``
             disables them, ``None`` uses them when found.
         backend: engine backend for the embedder.
+        prefer_optimized: for a registry embedder name, use the output-identical PRelu-rewritten
+            copy ``edge-export`` built in the cache when there is a valid one
+            (:func:`~edge.face.embedder.optimized_card`; 1.6× faster SFace, same outputs).
 
     Raises:
         LivenessError: ``liveness=True`` but no liveness models were found.
@@ -246,6 +249,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         for cand in (Path(bundle_dir) / f"{embedder}.json",):
             if cand.is_file():
                 emb_src = cand
+    if emb_src == embedder and prefer_optimized and backend in (None, "onnxruntime"):
+        from edge.face.embedder import optimized_card
+
+        emb_src = optimized_card(str(embedder)) or emb_src
     det_name = detector
     opts = {}
     if detect_size is not None and detector == "yunet":
