@@ -66,6 +66,27 @@ def build_frames(n: int) -> list[np.ndarray]:
 NONCOMMERCIAL = " [MobileFaceNet: non-commercial weights]"
 
 
+class TrackingRunner:
+    """A video stream in steady state: before each timed frame the tracker has seen the same
+    face at the same place (``prime``, untimed), so the timed frame detects in the region only.
+    A still image never gets this: its figure is the plain row."""
+
+    def __init__(self, name: str, pipe: FacePipeline, detect_size) -> None:
+        from edge.face.tracking import FaceTracker
+
+        self.name, self.detect_size = name, detect_size
+        self.tracker = FaceTracker(pipe)
+
+    def prime(self, frame) -> None:
+        self.tracker.reset()
+        self.tracker.analyze(frame, check_liveness=False)
+
+    def run(self, frame):
+        a = self.tracker.analyze(frame, check_liveness=False)
+        face = a.largest
+        return (None if face is None else face.embedding.vector), dict(a.timings_ms)
+
+
 class EdgeRunner:
     def __init__(self, name: str, pipe: FacePipeline, liveness: bool = False,
                  detect_size: tuple[int, int] | None = None) -> None:
@@ -77,20 +98,29 @@ class EdgeRunner:
         return (None if face is None else face.embedding.vector), dict(a.timings_ms)
 
 
-def edge_variants(fast_sface: Path | None, fast_mfn: Path | None, liveness_dir: Path | None) -> list[EdgeRunner]:
+def edge_variants(fast_sface: Path | None, fast_mfn: Path | None, liveness_dir: Path | None,
+                  int8_sface: Path | None = None) -> list[EdgeRunner]:
     """Our rows; each has a detection size, and OpenCV is run at that same size."""
     full, fast, tiny = (FRAME_W, FRAME_H), (320, 240), (160, 120)
-    runs = [("edge yunet@640x480+sface_fp32", dict(embedder="sface_2021dec_fp32", detect_size=full)),
-            ("edge yunet@320x240+sface_fp32 (registry file)", dict(embedder="sface_2021dec_fp32", detect_size=fast))]
+    runs = [("edge yunet@640x480+sface_fp32 (registry file)",
+             dict(embedder="sface_2021dec_fp32", detect_size=full, prefer_optimized=False)),
+            ("edge yunet@320x240+sface_fp32 (registry file)",
+             dict(embedder="sface_2021dec_fp32", detect_size=fast, prefer_optimized=False))]
     if fast_sface is not None:  # the default: what bundles ship and create_pipeline picks up
         runs += [("edge yunet@640x480+sface_fastprelu", dict(embedder=str(fast_sface), detect_size=full)),
                  ("edge yunet@320x240+sface_fastprelu (default)", dict(embedder=str(fast_sface), detect_size=fast)),
                  ("edge yunet@160x120+sface_fastprelu", dict(embedder=str(fast_sface), detect_size=tiny))]
+    if int8_sface is not None:  # licence-clean, int8 TFLite on LiteRT/XNNPACK; not the default yet
+        runs += [("edge yunet@320x240+sface_int8_tflite (built here, not default)",
+                  dict(embedder=str(int8_sface), detect_size=fast))]
     if fast_mfn is not None:
         runs += [("edge yunet@320x240+mobilefacenet_fastprelu" + NONCOMMERCIAL,
                   dict(embedder=str(fast_mfn), detect_size=fast))]
     out = [EdgeRunner(n, create_pipeline(threads=THREADS, liveness=False, **kw), detect_size=kw["detect_size"])
            for n, kw in runs]
+    for r in list(out):  # stream rows: consecutive frames of one still face (the best case for tracking)
+        if "(default)" in r.name or "int8_tflite" in r.name:
+            out.append(TrackingRunner(r.name + " STREAM: tracked", r.pipe, r.detect_size))
     if liveness_dir is not None:  # the default configuration, with the MiniFASNet pair
         label, kw = next(r for r in runs if "(default)" in r[0] or r[0].startswith("edge yunet@320x240+sface"))
         out.append(EdgeRunner(label + " +liveness",
@@ -119,11 +149,39 @@ def prepare_models(tmp: Path, liveness_dir: Path | None, want_liveness: bool):
     return fast_sface, fast_mfn, liveness_dir
 
 
+def build_int8_sface(tmp: Path, fast_sface: Path | None) -> Path | None:
+    """SFace (PRelu-rewritten) → int8 TFLite through ``edge-export convert``, calibrated on the
+    aligned deepface faces (LFW, where accuracy is reported, is never used for a choice)."""
+    if fast_sface is None:
+        return None
+    try:
+        from export.cli import main as export_main
+    except ImportError as e:
+        print(f"# int8 SFace row skipped: export tool-chain not installed ({e})")
+        return None
+    from edge.face.align import align_face
+
+    calib = tmp / "calib"
+    calib.mkdir()
+    data = paths.data_dir() / "faces" / "deepface"
+    with create_pipeline(embedder=str(fast_sface), detect_size=(320, 240), liveness=False, threads=THREADS) as p:
+        for i, f in enumerate(sorted(data.glob("*.jpg"))):
+            img = load_image(f)
+            face = p.analyze(img, embed=False, max_faces=1).largest
+            if face is not None:
+                cv2.imwrite(str(calib / f"{i:03d}.png"), align_face(img, face.landmarks))
+    out = tmp / "sface_int8.tflite"
+    rc = export_main(["convert", str(fast_sface), "--to", "tflite", "--precision", "int8", "--io", "int8",
+                      "--calibration", str(calib), "--check-image", str(next(calib.iterdir())), "--out", str(out)])
+    return Path(f"{out}.json") if rc == 0 else None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5, help="passes over the frames (default 5)")
     ap.add_argument("--frames", type=int, default=24, help="frames built from the shared photos (default 24)")
     ap.add_argument("--no-dlib", action="store_true", help="skip the dlib pipelines")
+    ap.add_argument("--no-int8", action="store_true", help="skip building the int8 TFLite SFace row")
     ap.add_argument("--no-liveness", action="store_true", help="skip the row with liveness")
     ap.add_argument("--liveness-dir", type=Path, help="MiniFASNet ONNX + cards (default: exported now)")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -134,7 +192,8 @@ def main(argv=None) -> int:
     frames = build_frames(args.frames)
     with tempfile.TemporaryDirectory() as tmp:
         fast_sface, fast_mfn, live_dir = prepare_models(Path(tmp), args.liveness_dir, not args.no_liveness)
-        ours = edge_variants(fast_sface, fast_mfn, live_dir)
+        int8_sface = None if args.no_int8 else build_int8_sface(Path(tmp), fast_sface)
+        ours = edge_variants(fast_sface, fast_mfn, live_dir, int8_sface)
         sizes = sorted({r.detect_size for r in ours}, reverse=True)
         opencv = {sz: OpenCVPipeline(model_dir / "face_detection/yunet_s_640x640.onnx",
                                      model_dir / "face_embedding/sface_2021dec_fp32.onnx", detect_size=sz)
@@ -155,6 +214,8 @@ def main(argv=None) -> int:
         for rep in range(args.reps):
             for frame in frames:
                 for r in runners:
+                    if hasattr(r, "prime"):
+                        r.prime(frame)
                     t0 = time.perf_counter()
                     feat, st = r.run(frame)
                     totals[r.name].append((time.perf_counter() - t0) * 1000.0)
