@@ -106,9 +106,10 @@ def edge_variants(fast_sface: Path | None, fast_mfn: Path | None, liveness_dir: 
              dict(embedder="sface_2021dec_fp32", detect_size=full, prefer_optimized=False)),
             ("edge yunet@320x240+sface_fp32 (registry file)",
              dict(embedder="sface_2021dec_fp32", detect_size=fast, prefer_optimized=False))]
-    if fast_sface is not None:  # the default: what bundles ship and create_pipeline picks up
+    if fast_sface is not None:  # the default: what bundles ship (export applies the rewrite)
         runs += [("edge yunet@640x480+sface_fastprelu", dict(embedder=str(fast_sface), detect_size=full)),
-                 ("edge yunet@320x240+sface_fastprelu (default)", dict(embedder=str(fast_sface), detect_size=fast)),
+                 ("edge yunet@320x240+sface_fastprelu (default: what bundles ship)",
+                  dict(embedder=str(fast_sface), detect_size=fast)),
                  ("edge yunet@160x120+sface_fastprelu", dict(embedder=str(fast_sface), detect_size=tiny))]
     if int8_sface is not None:  # licence-clean, int8 TFLite on LiteRT/XNNPACK; not the default yet
         runs += [("edge yunet@320x240+sface_int8_tflite (built here, not default)",
@@ -119,10 +120,10 @@ def edge_variants(fast_sface: Path | None, fast_mfn: Path | None, liveness_dir: 
     out = [EdgeRunner(n, create_pipeline(threads=THREADS, liveness=False, **kw), detect_size=kw["detect_size"])
            for n, kw in runs]
     for r in list(out):  # stream rows: consecutive frames of one still face (the best case for tracking)
-        if "(default)" in r.name or "int8_tflite" in r.name:
+        if "(default: what bundles ship)" in r.name or "int8_tflite" in r.name:
             out.append(TrackingRunner(r.name + " STREAM: tracked", r.pipe, r.detect_size))
     if liveness_dir is not None:  # the default configuration, with the MiniFASNet pair
-        label, kw = next(r for r in runs if "(default)" in r[0] or r[0].startswith("edge yunet@320x240+sface"))
+        label, kw = next((r for r in runs if "(default: what bundles ship)" in r[0]), runs[1])
         out.append(EdgeRunner(label + " +liveness",
                               create_pipeline(threads=THREADS, liveness_dir=liveness_dir, liveness=True, **kw),
                               True, detect_size=kw["detect_size"]))
@@ -229,7 +230,8 @@ def main(argv=None) -> int:
     rows = []
     print(f"# 1 thread, {len(frames)} frames 640x480 x {args.reps} reps, interleaved; median ms per frame")
     print("# 'vs OpenCV' = OpenCV's FaceDetectorYN + FaceRecognizerSF at the SAME detection size as the row")
-    print(f"{'pipeline':80s} {'ms/frame':>9s} {'vs OpenCV':>9s} {'vs dlib':>8s} faces  " + " ".join(f"{s:>8s}" for s in STAGES))
+    print(f"{'pipeline':80s} {'ms/frame':>9s} {'vs OpenCV':>9s} {'vs dlib':>8s} faces  "
+          + " ".join(f"{s:>8s}" for s in STAGES))
     for r in runners:
         n = r.name
         st = {k: float(np.median(v)) for k, v in stages[n].items() if k in STAGES}

@@ -1,5 +1,6 @@
-"""The default face pipeline runs the output-identical PRelu-rewritten SFace when edge-export
-has built it into the cache, with the same embeddings; a stale or altered copy is ignored."""
+"""With prefer_optimized the face pipeline runs the output-identical PRelu-rewritten SFace that
+edge-export built into the cache (bundles ship it), with the same embeddings; a stale or altered
+copy is ignored."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def cache(tmp_path_factory):
 def test_default_pipeline_uses_rewrite_with_same_embeddings(cache, data_dir, monkeypatch):
     monkeypatch.setenv("EDGE_CACHE_DIR", str(cache))
     imgs = [load_image(data_dir / "faces/deepface" / f) for f in ("img10.jpg", "img1.jpg", "img33.jpg")]
-    with create_pipeline(threads=1, liveness=False, detect_size=(320, 240)) as fast, \
-            create_pipeline(threads=1, liveness=False, detect_size=(320, 240), prefer_optimized=False) as ref:
+    with create_pipeline(threads=1, liveness=False, detect_size=(320, 240), prefer_optimized=True) as fast, \
+            create_pipeline(threads=1, liveness=False, detect_size=(320, 240)) as ref:
         assert fast.embedder.model_id == f"{SFACE}_fastprelu"
         assert ref.embedder.model_id == SFACE
         assert fast.threshold() == ref.threshold()  # same function, same card thresholds

@@ -228,7 +228,7 @@ def _load_profile(profile):
 def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_fp32", liveness_dir=None,
                     bundle_dir=None, threads: int | None = 1, profile=None, detect_size=None,
                     quality: QualityConfig = QualityConfig(), liveness: bool | None = None,
-                    backend: str | None = None, prefer_optimized: bool = True) -> FacePipeline:
+                    backend: str | None = None, prefer_optimized: bool = False) -> FacePipeline:
     """Build a :class:`FacePipeline` from model names.
 
     Args:
@@ -250,7 +250,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         backend: engine backend for the embedder.
         prefer_optimized: for a registry embedder name, use the output-identical PRelu-rewritten
             copy ``edge-export`` built in the cache when there is a valid one
-            (:func:`~edge.face.embedder.optimized_card`; 1.6× faster SFace, same outputs).
+            (:func:`~edge.face.embedder.optimized_card`; 1.6× faster SFace, same outputs). Off by
+            default: templates are bound to the embedder's id and sha256, so a cache that gains
+            the rewrite later would mark existing templates stale; devices get the rewrite from
+            their bundle, whose embedder the templates follow.
 
     Raises:
         LivenessError: ``liveness=True`` but no liveness models were found.
