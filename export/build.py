@@ -203,6 +203,7 @@ def _model_report(o: ModelOutcome) -> dict:
            "calibration": {"hash": o.calibration_hash, "note": o.calibration_note,
                            "images": o.calibration_images, "tflite_statistic": o.calibration_stat,
                            "tflite_trials": o.calibration_trials},
+           "splits": o.splits,
            "prep": o.prep, "variants": variants, "chosen": chosen, "fallback": o.fallback}
     base = next((v for v in o.variants if v.key == o.chosen.key and not v.keep_float), None)
     if o.chosen.keep_float and base is not None and base.latency_ms and o.chosen.latency_ms:

@@ -1,0 +1,61 @@
+"""The report split's figures for a model's variants, the int8 targets, and the selection limits.
+
+:func:`report_variants` measures every variant of the runtime's format on the report split
+(nothing is chosen on it), checks the int8 targets (:mod:`export.targets`) on both splits and
+the speed target against the fp32 variant, and marks variants that miss as refused, with the
+reason. For a face embedder it also checks the threshold re-derived on the selection pairs
+against the report pairs (other people): the FAR a user would get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from export.targets import TARGETS, check_target
+from export.variants import ExportStepError, get_target
+
+__all__ = ["selection_limits", "report_variants"]
+
+
+def selection_limits(role: str, limits):
+    """The profile's gate limits, tightened to the int8 targets of ``role`` (the build chooses with these)."""
+    t = TARGETS.get(role)
+    if t is None:
+        return limits
+    field = {"classifier": "max_top1_drop", "detector": "max_map_drop", "face_embedder": "max_auc_drop"}[role]
+    return dataclasses.replace(limits, **{field: min(getattr(limits, field), t.max_drop)})
+
+
+def _threshold_check(v, sel_gate, report_gate, far_key: str) -> dict | None:
+    thr = (v.gate.card_thresholds or {}).get("cosine_at_far", {}).get(far_key) if v.gate is not None else None
+    if thr is None or not hasattr(report_gate, "rates_at"):
+        return None
+    rates = report_gate.rates_at(v.path, thr, card=v.card)
+    rates["target_far"] = float(far_key)
+    rates["derived_on"] = "selection split (LFW people disjoint from the report split's)"
+    return rates
+
+
+def report_variants(role: str, variants: list, sel_gate, report_gate, runtime_format: str,
+                    say: Callable[[str], None] = lambda m: None) -> None:
+    """Fill ``v.report`` and ``v.refused`` of each variant of ``runtime_format`` (in place)."""
+    mine = [v for v in variants if get_target(v.key).format.value == runtime_format and v.gate is not None]
+    fp32 = next((v for v in mine if get_target(v.key).precision.value == "fp32"), None)
+    for v in mine:
+        try:
+            v.report = report_gate.evaluate(v.path, card=v.card)
+        except ExportStepError as e:
+            v.refused = (f"could not be measured on the report split: {e}",)
+            continue
+        if role == "face_embedder":
+            far_key = f"{report_gate.limits.target_far:g}"
+            check = _threshold_check(v, sel_gate, report_gate, far_key)
+            if check is not None:
+                v.report.metrics["threshold_check"] = check
+        missed = check_target(role, v.key, v.gate.metrics, latency_ms=v.latency_ms,
+                              fp32_latency_ms=fp32.latency_ms if fp32 is not None else None, split="selection")
+        missed += check_target(role, v.key, v.report.metrics, split="report")
+        if missed:
+            v.refused = tuple(missed)
+            say(f"{v.path.name} does not ship as int8: {'; '.join(missed)}")
