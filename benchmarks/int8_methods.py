@@ -130,11 +130,22 @@ def main(argv=None) -> int:
         for label, opts in methods.items():
             if want and label not in want:
                 continue
-            dst = work / f"onnx_{label.replace(' ', '_').replace('/', '')}.onnx"
+            dst = work / f"onnx_{label.replace(' ', '_').replace('/', '')}_{len(reader)}.onnx"
             if not dst.is_file():
-                quantize_onnx_int8(src, dst, reader, opts, calibration_cache=work / f"cal-{opts.calibration.value}.json")
+                cache = work / f"cal-{opts.calibration.value}-{opts.effective_percentile}-{len(reader)}.json"
+                quantize_onnx_int8(src, dst, reader, opts, calibration_cache=cache)
             row(label, dst, fp32_ms=base["ms"], note=json.dumps({k: v for k, v in opts.describe().items()
                                                                  if k in ("calibration", "per_channel", "bias_correction")}))
+        if not want or "fallback" in want:
+            from export.fallback import FallbackOptions, quantize_with_fallback
+            from export.report_split import selection_limits
+
+            fsel = make_gate(role, src, card, selection_limits(role, limits), data=data.selecting())
+            dst = work / f"onnx_fallback_{len(reader)}.onnx"
+            res = quantize_with_fallback(src, dst, reader, fsel, QuantOptions(), FallbackOptions(), model_name=card.name,
+                                         progress=lambda m: print("   ", m, flush=True))
+            row(f"fallback: {len(res.float_nodes)} node(s) float", dst, fp32_ms=base["ms"],
+                note=f"{res.chosen.calibration.value}; {res.reason[:120]}")
     else:
         from export.tflite import CalibrationStat, TfliteQuantOptions, calibrate_tflite, quantize_tflite, tflite_card
         from export.tflite import onnx_to_tflite
