@@ -85,7 +85,7 @@ def test_yolo26_is_decoded_without_nms(yolo26, samples):
     with create_detector(str(onnx_path), score_threshold=0.25) as det:
         prepared = det.preprocess(image)
         out = np.zeros((1, 300, 6), np.float32)
-        out[0, :2] = [[10, 10, 110, 110, 0.9, 5], [12, 12, 112, 112, 0.8, 5]]
+        out[0, :2] = [[100, 100, 200, 200, 0.9, 5], [104, 104, 204, 204, 0.8, 5]]
         d = det.postprocess({"output": out}, prepared)
     assert len(d) == 2 and d.class_id.tolist() == [5, 5]
     np.testing.assert_allclose(d.xyxy[0], tf.to_source(out[0, 0, :4]), atol=1e-4)
