@@ -86,9 +86,9 @@ def test_yolo26_is_decoded_without_nms(yolo26, samples):
         prepared = det.preprocess(image)
         out = np.zeros((1, 300, 6), np.float32)
         out[0, :2] = [[100, 100, 200, 200, 0.9, 5], [104, 104, 204, 204, 0.8, 5]]
-        d = det.postprocess({"output": out}, prepared)
-    assert len(d) == 2 and d.class_id.tolist() == [5, 5]
-    np.testing.assert_allclose(d.xyxy[0], tf.to_source(out[0, 0, :4]), atol=1e-4)
+        pair = det.postprocess({"output": out}, prepared)
+    assert len(pair) == 2 and pair.class_id.tolist() == [5, 5]
+    np.testing.assert_allclose(pair.xyxy[0], tf.to_source(out[0, 0, :4]), atol=1e-4)
     np.testing.assert_allclose(np.sort(d.score)[::-1], np.sort(rows[:, 4])[::-1], atol=1e-6)
     assert sorted(d.class_id.tolist()) == sorted(rows[:, 5].astype(int).tolist())
 
