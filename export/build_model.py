@@ -67,6 +67,7 @@ class SourceModel:
     name: str
     loader: str | None = None
     exporter: str | None = None
+    path: Path | None = None  # a user's model file (its card beside it), instead of a registry name
 
     @property
     def is_torch(self) -> bool:
@@ -85,6 +86,7 @@ class BuildContext:
     max_calibration: int = 64
     fallback: bool = True
     progress: Callable[[str], None] = lambda msg: None
+    user_data: dict = field(default_factory=dict)  # role -> export.roles.RoleData from the user's data
 
 
 @dataclass
@@ -179,8 +181,8 @@ class ModelBuild:
         self.source, self.ctx = source, ctx
         self.work = Path(work) / source.name
         self.work.mkdir(parents=True, exist_ok=True)
-        self.card = get_card(source.name)
-        self.ref = resolve(source.name)
+        self.ref = resolve(str(source.path) if source.path is not None else source.name)
+        self.card = self.ref.card if source.path is not None else get_card(source.name)
         self._qsvs: dict | None = None
         self._onnx_fallback: list | None = None
         self._calibration_trials: list[dict] = []
@@ -363,9 +365,9 @@ class ModelBuild:
         from export.report_split import report_variants, selection_limits
 
         float_onnx, float_card, prep = self.float_onnx()
-        data = role_data(self.source.role, model_name=self.source.name)
+        data = self.ctx.user_data.get(self.source.role) or role_data(self.source.role, model_name=self.source.name)
         self.say(f"loading calibration data ({data.note})")
-        reader = calibration_reader(self.source.role, float_card, max_images=self.ctx.max_calibration)
+        reader = calibration_reader(self.source.role, float_card, max_images=self.ctx.max_calibration, data=data)
         feeds = reader.feeds(0)
         reference = _run(float_onnx, "onnxruntime", feeds)
         # Every choice below (statistic, layers kept float, verdict) is made on the selection split.

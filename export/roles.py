@@ -236,8 +236,8 @@ def default_face_detector(threads: int | None = 1):
 
 
 def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path | None = None, *,
-                       max_images: int | None = None, face_detector=None, input_name: str | None = None
-                       ) -> FeedReader:
+                       max_images: int | None = None, face_detector=None, input_name: str | None = None,
+                       data: RoleData | None = None) -> FeedReader:
     """A calibration reader for ``card``'s model, made from ``role``'s calibration files.
 
     Args:
@@ -247,12 +247,13 @@ def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path |
         max_images: use at most this many calibration files (the first in sorted order).
         face_detector: detector making face crops (default: float YuNet).
         input_name: graph input name (default: the card's).
+        data: the role's files (default: :func:`role_data`), e.g. the user's.
 
     Raises:
         CalibrationError: missing data, unreadable image, no face found.
     """
     role = Role(role)
-    data = role_data(role, data_dir, model_name=card.name)
+    data = data or role_data(role, data_dir, model_name=card.name)
     files = data.calibration[:max_images] if max_images else data.calibration
     spec = card.inputs[0]
     if role in (Role.CLASSIFIER, Role.DETECTOR):
