@@ -68,8 +68,7 @@ class UserInputs:
                     raise UserInputError(f"{opt} {role}=…: unknown role {role!r} (valid: {', '.join(ROLES)})")
                 if opt != "--source" and role not in USER_ROLES:
                     raise UserInputError(f"{opt} {role}=…: user data is supported for {', '.join(USER_ROLES)}")
-                packaged = opt == "--source" and Path(p).suffix.lower() in (".yaml", ".yml") and Path(p).parent == Path(".")
-                if not packaged and not Path(p).exists():  # a packaged Ultralytics config is found by name
+                if not (opt == "--source" and _packaged_config("source", str(p))) and not Path(p).exists():  # a packaged Ultralytics config is found by name
                     raise UserInputError(f"{opt} {role}={p}: no such file or folder")
         if self.imgsz <= 0 or self.imgsz % 32:
             raise UserInputError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
@@ -114,7 +113,7 @@ def load_build_file(path: str | Path) -> dict:
         if k in out:
             if not isinstance(out[k], dict) or not all(isinstance(v, str) for v in out[k].values()):
                 raise UserInputError(f"build file {p}: [{k}] must map roles to path strings")
-            out[k] = {role: base / v for role, v in out[k].items()}
+            out[k] = {role: Path(v) if _packaged_config(k, v) else base / v for role, v in out[k].items()}
     for k in ("only", "formats"):
         if k in out and (not isinstance(out[k], list) or not all(isinstance(v, str) for v in out[k])):
             raise UserInputError(f"build file {p}: {k} must be a list of strings")
@@ -122,6 +121,11 @@ def load_build_file(path: str | Path) -> dict:
         if k in out and not isinstance(out[k], int):
             raise UserInputError(f"build file {p}: {k} must be an integer")
     return out
+
+
+def _packaged_config(table: str, value: str) -> bool:
+    """A bare Ultralytics config name (``yolo11n.yaml``): found inside the package, not beside the file."""
+    return table == "source" and Path(value).suffix.lower() in (".yaml", ".yml") and Path(value).parent == Path(".")
 
 
 # -- data ------------------------------------------------------------------------------------------
