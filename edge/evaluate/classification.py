@@ -55,7 +55,8 @@ def _by_name(labels: Sequence[str] | None, source: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for i, name in enumerate(labels):
         out.setdefault(name.strip().lower(), i)
-        out.setdefault(name.split(",")[0].strip().lower(), i)
+        for synonym in name.split(","):  # "tabby, tabby cat": each synonym names the class
+            out.setdefault(synonym.strip().lower(), i)
     return out
 
 
