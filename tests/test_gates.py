@@ -264,3 +264,36 @@ def test_liveness_minifasnet(tmp_path, model_dir, data_dir):
     res = gate.evaluate(quantize_onnx_int8(onnx_path, tmp_path / "live_int8.onnx", reader, QuantOptions()))
     assert res.passed, res.failures
     assert res.metrics["agreement"] == 1.0 and res.metrics["max_abs_p_live_diff"] < 0.2
+
+
+# -- three splits and the int8 targets ------------------------------------------------------------
+
+def test_every_role_has_three_disjoint_recorded_splits(data_dir):
+    for role in Role:
+        d = role_data(role, data_dir)
+        assert d.calibration and d.selection and d.evaluation, role
+        assert not (set(d.calibration) & set(d.selection) or set(d.calibration) & set(d.evaluation)
+                    or set(d.selection) & set(d.evaluation)), role
+        rec = d.record()
+        assert [rec[k]["files"] for k in ("calibration", "selection", "report")] == [
+            len(d.calibration), len(d.selection), len(d.evaluation)]
+        assert len({rec[k]["sha256"] for k in ("calibration", "selection", "report")}) == 3
+    cls = role_data(Role.CLASSIFIER, data_dir)
+    assert cls.labelled.name == "labels.csv" and len(cls.calibration) + len(cls.selection) + len(cls.evaluation) == 493
+    with pytest.raises(AssertionError, match="selection and report share"):
+        RoleData(Role.DETECTOR, (), cls.evaluation[:2], "x", selection=cls.evaluation[1:3])
+
+
+def test_int8_targets_name_the_miss():
+    from export.report_split import selection_limits
+    from export.targets import check_target
+
+    m = {"labelled_top1_float": 0.84, "labelled_top1": 0.82}
+    (miss,) = check_target("classifier", "onnx_int8", m, split="report")
+    assert "2.00 points of top-1 below float" in miss and "misses by 1.50" in miss
+    assert check_target("classifier", "onnx_fp16", m) == []  # only int8 variants have targets
+    assert check_target("classifier", "onnx_int8", {"labelled_top1_float": 0.84, "labelled_top1": 0.838}) == []
+    (slow,) = check_target("detector", "tflite_int8", {}, latency_ms=8.0, fp32_latency_ms=10.0)
+    assert "only 1.25x faster" in slow
+    assert selection_limits("detector", GateLimits()).max_map_drop == 0.01
+    assert selection_limits("liveness", GateLimits()) == GateLimits()
