@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=list(MODELS), default="mobilenet_v2")
     ap.add_argument("--runtime", choices=("onnx", "tflite"), default="onnx")
-    ap.add_argument("--methods", default="", help="comma-separated subset of method labels")
+    ap.add_argument("--methods", default="", help="semicolon-separated subset of method labels")
     ap.add_argument("--max-calibration", type=int, default=64)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
               f"{'MEETS' if r['meets'] else ''} {note}", flush=True)
         return r
 
-    want = set(filter(None, args.methods.split(",")))
+    want = set(filter(None, (m.strip() for m in args.methods.split(";"))))
     if args.runtime == "onnx":
         from export.quantize import CalibrationMethod, QuantOptions, quantize_onnx_int8
 
