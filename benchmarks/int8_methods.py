@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     role = MODELS[args.model]
     work = Path(os.environ.get("EDGE_CACHE_DIR") or tempfile.gettempdir()) / "int8_methods" / args.model
     work.mkdir(parents=True, exist_ok=True)
-    src, card, _ = _source(args.model, work)
+    src, card, ref = _source(args.model, work)
     data = role_data(role, model_name=card.name)
     reader = calibration_reader(role, card, max_images=args.max_calibration)
     feeds = reader.feeds(0)
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
 
         fp32 = work / f"{args.model}_fp32.tflite"
         if not fp32.is_file():
-            onnx_to_tflite(src, fp32, model_name=card.name)
+            onnx_to_tflite(ref.path if ref is not None else src, fp32, model_name=card.name)  # the original graph
         fcard = tflite_card(card, fp32, "tflite_fp32")
         base = row("tflite fp32", fp32, fcard)
         for stat in CalibrationStat:
