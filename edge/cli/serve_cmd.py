@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -213,10 +214,15 @@ def cmd_serve(args) -> int:
                                                    access_log=False, timeout_graceful_shutdown=2))
             print(f"edge serve: http://{host}:{port}/ (source {args.source}, detector {Path(model).name})",
                   file=sys.stderr, flush=True)
+            # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the handler it found: make that a
+            # no-op so a requested stop ends in a clean exit 0 after the detection service has stopped too.
+            previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
             try:
                 server.run()
             finally:
                 runner.stop()
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
         if not server.started:
             raise OSError(f"cannot serve on {host}:{port} (address in use or not allowed?)")
     finally:
