@@ -154,3 +154,32 @@ def test_bad_discovery_prefix_is_refused(tmp_path):
     with pytest.raises(ValueError, match="discovery prefix"):
         HomeAssistantSink("mqtt://127.0.0.1:1/x", device="d", buffer_path=tmp_path / "b.sqlite",
                           discovery_prefix="home/#")
+
+
+@pytest.mark.slow
+def test_edge_serve_publishes_entities_counts_and_the_last_recognised_face(tmp_path, broker, data_dir):
+    """End to end: ``edge serve --mqtt`` over real detections, and a recognition through the API."""
+    pytest.importorskip("fastapi", reason="the web extra")
+    from _unlock_helpers import deepface_people
+    from _web_server import WebServer, people_folder
+
+    sub = Subscriber(broker.port, "#")
+    srv = WebServer(tmp_path / "srv", people_folder(data_dir, tmp_path / "srv" / "source"), liveness_dir=None,
+                    extra=["--mqtt", f"mqtt://127.0.0.1:{broker.port}/{PREFIX}"])
+    try:
+        node = "edgesight_testcam"
+        count = f"{PREFIX}/testcam/zone/frame/person"
+        wait_until(lambda: sub.payloads(f"homeassistant/sensor/{node}/frame_person_count/config"),
+                   what="discovery of the person count in the whole-frame zone")
+        wait_until(lambda: any(int(p) > 0 for p in sub.payloads(count)), what="a person counted")
+        people = deepface_people(data_dir)
+        assert srv.upload("/api/faces/alice/photos", [("photos", p.name, p.read_bytes()) for p in people.enrol]
+                          ).status == 200
+        assert srv.upload("/api/recognize", [("image", "g.jpg", people.genuine[0].read_bytes())]).status == 200
+        wait_until(lambda: sub.payloads("/testcam/face/last"), what="last face state")
+        assert json.loads(sub.payloads("/testcam/face/last")[-1])["user"] == "alice"
+        assert sub.availability()[-1:] == ["online"]
+    finally:
+        assert srv.stop() == 0
+        wait_until(lambda: sub.availability()[-1:] == ["offline"], what="offline after a clean stop")
+        sub.close()
