@@ -32,7 +32,8 @@ def people(data_dir):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("web-api")
-    srv = WebServer(work, people_folder(data_dir, work / "source"), liveness_dir=liveness_models(tmp_path_factory))
+    srv = WebServer(work, people_folder(data_dir, work / "source"), liveness_dir=liveness_models(tmp_path_factory),
+                    extra=["--bench-dir", str(work / "bench")])
     yield srv
     assert srv.stop() == 0, srv.log.read_text()[-3000:]
 
@@ -210,3 +211,37 @@ def test_enrol_recognise_rename_remove_and_attempts(server, people):
 def test_release_without_a_bundle_says_so(server):
     doc = server.request("GET", "/api/release").json()
     assert doc["release"] is None and "registry" in doc["note"]
+
+
+def test_enrolment_from_the_live_camera(tmp_path, tmp_path_factory, data_dir, people):
+    """A 'camera' replaying one person's photos: enrolment takes its samples from the live frames."""
+    cam = tmp_path / "camera"
+    cam.mkdir()
+    for p in people.enrol + people.genuine:
+        (cam / p.name).symlink_to(p)
+    srv = WebServer(tmp_path / "srv", cam, liveness_dir=liveness_models(tmp_path_factory))
+    try:
+        r = srv.request("POST", "/api/faces/carol/camera", body=b'{"seconds": 30}', content_type="application/json")
+        assert r.status == 200, r.body
+        result = r.json()
+        assert result["user"] == "carol" and result["templates"] == 5
+        assert all(v["photo"].startswith("live frame ") for v in result["verdicts"])
+        bad = srv.request("POST", "/api/faces/carol/camera", body=b'{"seconds": 500}', content_type="application/json")
+        assert bad.status == 400 and "seconds" in bad.json()["error"]
+    finally:
+        assert srv.stop() == 0
+
+
+def test_latest_bench_report_with_its_charts(server):
+    assert server.request("GET", "/api/bench").status == 404  # nothing benchmarked yet: says where to look
+    out = server.workdir / "bench" / "run1"
+    r = subprocess.run([sys.executable, "-m", "edge", "bench", "--model", "mobilenet_v1_0.25_128_quant", "--iters", "5",
+                        "--warmup", "1", "--threads", "1", "--processes", "1", "--out", str(out), "--format", "json"],
+                       capture_output=True, text=True, timeout=300, cwd=out.parent.parent)
+    assert r.returncode == 0, r.stderr
+    doc = server.request("GET", "/api/bench").json()
+    assert doc["path"].endswith("run1/bench.json") and doc["rows"][0]["variant"] == "mobilenet_v1_0.25_128_quant"
+    assert float(doc["rows"][0]["p50_ms"]) > 0 and doc["charts"]  # drawn on demand (json only was written)
+    png = server.request("GET", doc["charts"][0])
+    assert png.status == 200 and png.body[:8] == b"\x89PNG\r\n\x1a\n"
+    assert server.request("GET", "/api/bench/charts/evil.png").status == 404

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from edge.errors import EdgeError
 
-__all__ = ["latest_report", "chart_path", "REPORT_NAME"]
+__all__ = ["latest_report", "chart_path", "BenchNotFound", "REPORT_NAME"]
 
 REPORT_NAME = "bench.json"
 
 
 class BenchNotFound(EdgeError, LookupError):
-    pass
+    """No bench report (or chart) where one was looked for."""
 
 
 def _newest(bench_dir: Path | None) -> Path:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from edge.errors import EnrollmentError, UnlockError
+from edge.errors import UnlockError
 from edge.types import Frame
 
 __all__ = ["FaceService", "ATTEMPT_ACTIONS"]
