@@ -212,7 +212,7 @@ def cmd_serve(args) -> int:
                              limits=UploadLimits(max_image_bytes=int(args.max_upload_mb * 1024 * 1024)))
             server = uvicorn.Server(uvicorn.Config(create_app(state), host=host, port=port, log_level="warning",
                                                    access_log=False, timeout_graceful_shutdown=2))
-            print(f"edge serve: http://{host}:{port}/ (source {args.source}, detector {Path(model).name})",
+            print(f"edge serve: http://{host}:{port}/ (source {args.source}, detector {model})",
                   file=sys.stderr, flush=True)
             # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the handler it found: make that a
             # no-op so a requested stop ends in a clean exit 0 after the detection service has stopped too.
