@@ -26,12 +26,38 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 WAIT_MS = 90_000
+#: A zone over most of the frame and a counting line: both are drawn on the live view.
+ZONES = """
+[[zones]]
+name = "room"
+polygon = [[0.02, 0.02], [0.98, 0.02], [0.98, 0.98], [0.02, 0.98]]
+units = "relative"
+
+[[lines]]
+name = "gate"
+points = [[0.0, 0.5], [1.0, 0.5]]
+units = "relative"
+"""
+
+
+def _count_rgb(page, test: str) -> int:
+    """Pixels of the live view's current picture for which the JavaScript expression ``test`` (r, g, b) holds."""
+    return page.evaluate("""(test) => {
+        const img = document.getElementById('live'); const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight; const g = c.getContext('2d');
+        g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+        const f = new Function('r', 'g', 'b', 'return ' + test);
+        for (let i = 0; i < d.length; i += 4) if (f(d[i], d[i + 1], d[i + 2])) n++;
+        return n; }""", test)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("web-browser")
-    srv = WebServer(work, people_folder(data_dir, work / "source"), liveness_dir=liveness_models(tmp_path_factory))
+    zones = work / "zones.toml"
+    zones.write_text(ZONES)
+    srv = WebServer(work, people_folder(data_dir, work / "source"), liveness_dir=liveness_models(tmp_path_factory),
+                    extra=["--zones", str(zones)])
     yield srv
     assert srv.stop() == 0, srv.log.read_text()[-3000:]
 
@@ -72,14 +98,11 @@ def test_page_asks_for_the_token_then_shows_the_live_view_with_boxes(server, pag
     live = page.locator("#live").screenshot(path=str(artifact("web_live_view.png")))
     assert len(live) > 10_000
     page.screenshot(path=str(artifact("web_page.png")), full_page=True)
-    # the picture really has the box colour (the snapshot sink's green) drawn on it
-    green = page.evaluate("""() => {
-        const img = document.getElementById('live'); const c = document.createElement('canvas');
-        c.width = img.naturalWidth; c.height = img.naturalHeight; const g = c.getContext('2d');
-        g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
-        for (let i = 0; i < d.length; i += 4) if (d[i] < 60 && d[i + 1] > 200 && d[i + 2] < 60) n++;
-        return n; }""")
+    # the picture really has the boxes (the snapshot sink's green) and the zone outline (orange-blue) drawn on it
+    green = _count_rgb(page, "r < 60 && g > 200 && b < 60")
+    zone = _count_rgb(page, "r < 40 && g > 130 && g < 190 && b > 220")
     assert green > 200, f"only {green} box-coloured pixels in the live view"
+    assert zone > 200, f"only {zone} zone-coloured pixels in the live view"
 
 
 def test_an_event_appears_when_the_detector_fires(server, page):
@@ -88,10 +111,11 @@ def test_an_event_appears_when_the_detector_fires(server, page):
     page.click("#apply-filters")
     page.wait_for_function("document.querySelectorAll('#events li').length === 0")
     page.fill("#filter-label", "person")
+    page.fill("#filter-zone", "room")
     page.click("#apply-filters")
     page.wait_for_selector("#events li.event[data-label='person'] img")  # with its snapshot
-    labels = page.eval_on_selector_all("#events li.event", "els => els.map(e => e.dataset.label)")
-    assert labels and set(labels) == {"person"}
+    seen = page.eval_on_selector_all("#events li.event", "els => els.map(e => [e.dataset.label, e.dataset.zone])")
+    assert seen and {tuple(x) for x in seen} == {("person", "room")}
     page.locator("#events-section").screenshot(path=str(artifact("web_events.png")))
 
 
