@@ -41,6 +41,8 @@ BOUNDARY = "frame"
 SSE_KEEPALIVE_S = 15.0
 #: Live-view viewers at most (each costs a socket and a wake-up per streamed frame).
 MAX_STREAMS = 4
+#: Seconds a failed sign-in waits before answering (slows guessing through the page's form).
+FAILED_LOGIN_DELAY_S = 0.5
 
 
 @dataclass
@@ -181,6 +183,7 @@ def create_app(state: WebState) -> FastAPI:
             except (ValueError, AttributeError):
                 token = None
         if not isinstance(token, str) or not state.verifier.check(token):
+            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
             raise HTTPException(401, "invalid token")
         resp = JSONResponse({"ok": True})
         resp.set_cookie(SESSION_COOKIE, state.sessions.create(), httponly=True, samesite="strict",
