@@ -171,8 +171,9 @@ def create_app(state: WebState) -> FastAPI:
     @app.get("/api/health", summary="Liveness of the service (public)")
     async def health():
         m = state.metrics() if state.metrics is not None else None
-        return {"status": "ok", "version": __version__, "frames": state.frames.seq,
-                "fps": None if m is None else m.get("fps")}
+        status = "ok" if m is None or not m.get("error") else "detection_failed"
+        return {"status": status, "version": __version__, "frames": state.frames.seq,
+                "fps": None if m is None else m.get("fps"), "detection_running": None if m is None else m.get("running")}
 
     @app.post("/api/session", summary="Trade the token for a page session cookie (GET requests only)")
     async def login(request: Request):
