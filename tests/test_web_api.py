@@ -245,3 +245,17 @@ def test_latest_bench_report_with_its_charts(server):
     png = server.request("GET", doc["charts"][0])
     assert png.status == 200 and png.body[:8] == b"\x89PNG\r\n\x1a\n"
     assert server.request("GET", "/api/bench/charts/evil.png").status == 404
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--source", "/nonexistent/clip.mp4"], "/nonexistent/clip.mp4"),
+    (["--source", "synthetic", "--zones", "/nonexistent/zones.toml"], "zones.toml"),
+    (["--source", "synthetic", "--stream-fps", "0"], "--stream-fps must be positive"),
+    (["--source", "synthetic", "--mqtt", "http://broker"], "mqtt://"),
+    (["--source", "synthetic", "--bundle", "/nonexistent/bundle"], "/nonexistent/bundle"),
+])
+def test_bad_options_are_clear_errors(tmp_path, argv, needle):
+    r = subprocess.run([sys.executable, "-m", "edge", "serve", "--listen", "127.0.0.1:0", "--no-faces", *argv],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "EDGE_WEB_TOKEN": "t" * 32})
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr

@@ -31,6 +31,9 @@ def open_release_or_none(args):
     except ImportError:
         if getattr(args, "bundle", None) is None:
             return None
+        if not Path(args.bundle).exists():
+            raise FileNotFoundError(f"bundle not found: {args.bundle} (a bundle directory written by "
+                                    "`edge-export build` was expected)")
         if getattr(args, "trust", None) is None:
             raise ValueError("--bundle needs --trust PUBKEY: a release is verified before it is used")
         from edge.bundle import load_bundle, verify_bundle
