@@ -128,6 +128,12 @@ def test_enrolment_from_uploaded_photos_then_the_person_is_in_the_library(server
     verdicts = page.eval_on_selector_all("#verdicts li", "els => els.map(e => e.textContent)")
     assert len(verdicts) == len(people.enrol) and all(": kept" in v for v in verdicts)
     page.wait_for_selector("#people tr.person td.name:text-is('Ada Lovelace')")
+    # the enrolled person is recognised in another photo, and the attempt is listed
+    page.set_input_files("#recognize-photo", str(people.genuine[0]))
+    page.click("#recognize-form button")
+    page.wait_for_selector("#recognize-result li.face")
+    assert page.inner_text("#recognize-result").startswith("Ada Lovelace (similarity")
+    page.wait_for_selector("#attempts td:text-is('recognize')")
     page.locator("#faces-section").screenshot(path=str(artifact("web_face_library.png")))
     # a photo without a face gets its own verdict and nobody is enrolled
     page.fill("#enrol-name", "nobody")

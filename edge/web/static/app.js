@@ -118,6 +118,21 @@ async function enrolCamera() {
   loadPeople();
 }
 
+async function recognise(ev) {
+  ev.preventDefault();
+  const form = new FormData();
+  const file = $("recognize-photo").files[0];
+  if (!file) return;
+  form.append("image", file, file.name);
+  try {
+    const r = await api("/api/recognize", {method: "POST", body: form});
+    $("recognize-result").innerHTML = r.faces.map((f) => `<li class="face">${f.user ? esc(f.user) : "unknown"}` +
+      `${f.similarity != null ? " (similarity " + f.similarity.toFixed(3) + ", threshold " + r.threshold.toFixed(3) + ")" : ""}` +
+      `${f.live === false ? " — not live" : ""}</li>`).join("") || "<li>no face</li>";
+  } catch (e) { $("recognize-result").innerHTML = `<li class="error">${esc(e.message)}</li>`; }
+  loadAttempts();
+}
+
 async function loadPeople() {
   const tbody = $("people").querySelector("tbody");
   try {
@@ -179,5 +194,6 @@ $("login-form").addEventListener("submit", async (ev) => {
 });
 $("enrol-form").addEventListener("submit", enrolPhotos);
 $("enrol-camera").addEventListener("click", enrolCamera);
+$("recognize-form").addEventListener("submit", recognise);
 $("apply-filters").addEventListener("click", connectEvents);
 if (token) signIn(token).catch(() => sessionStorage.removeItem("edge-token"));
