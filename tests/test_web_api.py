@@ -259,3 +259,10 @@ def test_bad_options_are_clear_errors(tmp_path, argv, needle):
                        capture_output=True, text=True, timeout=120, env={**os.environ, "EDGE_WEB_TOKEN": "t" * 32})
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_taken_port_fails_fast_with_its_address(server):
+    r = subprocess.run([sys.executable, "-m", "edge", "serve", "--source", "synthetic", "--no-faces", "--listen",
+                        f"127.0.0.1:{server.port}"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "EDGE_WEB_TOKEN": "t" * 32})
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port} (--listen)" in r.stderr, r.stderr

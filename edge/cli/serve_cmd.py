@@ -130,28 +130,55 @@ def _face_service(args, release, on_recognized):
     return FaceService(UnlockApp(config, options), on_recognized=on_recognized)
 
 
-def cmd_serve(args) -> int:
-    if args.init_token:
-        return _init_token(args)
+def _check_options(args) -> None:
     if not args.source:
         raise ValueError("--source is required (camera, video, folder or synthetic)")
-    from edge.web.auth import load_verifier
-
-    verifier = load_verifier(token_file=args.token_file, hash_file=args.token_hash_file)  # before any model
-    host, port = parse_listen(args.listen)
     for name, value in (("--stream-fps", args.stream_fps), ("--stream-width", args.stream_width),
                         ("--max-upload-mb", args.max_upload_mb)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
     if args.score is not None and not 0.0 <= args.score <= 1.0:
         raise ValueError(f"--score must be in [0, 1], got {args.score}")
+
+
+def _home_assistant(args, device: str, zone_config, classes):
+    from edge import paths
+    from edge.detect.sinks.homeassistant import HomeAssistantSink
+
+    buffer_dir = args.buffer_dir or paths.cache_dir() / "serve-buffer"
+    buffer_dir.mkdir(parents=True, exist_ok=True)
+    return HomeAssistantSink(args.mqtt, device=device, buffer_path=buffer_dir / f"ha-{device}.sqlite",
+                             zones=[z.name for z in zone_config.zones], labels=classes or ["person"],
+                             discovery_prefix=args.ha_prefix, faces=not args.no_faces)
+
+
+def _serve(server, sock, runner) -> None:
+    """Run the web server until SIGTERM/SIGINT, then stop the detection service."""
+    # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the handler it found: make that a
+    # no-op so a requested stop ends in a clean exit 0 after the detection service has stopped too.
+    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        runner.stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def cmd_serve(args) -> int:
+    if args.init_token:
+        return _init_token(args)
+    _check_options(args)
+    from edge.web.auth import load_verifier
+
+    verifier = load_verifier(token_file=args.token_file, hash_file=args.token_hash_file)  # before any model
+    host, port = parse_listen(args.listen)
     try:
         import uvicorn
 
         from edge.web.app import WebState, create_app
     except ImportError as e:
         raise ImportError(f"edge serve needs the web extra: pip install 'edgesight[web]' ({e.name} is missing)") from e
-    from edge import paths
     from edge.cli.detect_cmd import TRACK_LOW_SCORE, _card_score, default_device
     from edge.detect import create_detector
     from edge.detect.service import DetectionService, ServiceOptions
@@ -160,7 +187,7 @@ def cmd_serve(args) -> int:
     from edge.sources import open_source
     from edge.web.live import EventHub, FrameHub, LiveSink
     from edge.web.release import describe_release, open_release_or_none
-    from edge.web.runtime import DetectionRunner, PacedSource
+    from edge.web.runtime import DetectionRunner, PacedSource, UploadDetector, bind
     from edge.web.uploads import UploadLimits
 
     release = open_release_or_none(args)
@@ -169,36 +196,24 @@ def cmd_serve(args) -> int:
     device = args.device or default_device()
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     high = args.score if args.score is not None else _card_score(model)
-    det_kw = dict(threads=args.threads, score_threshold=min(TRACK_LOW_SCORE, high), classes=classes)
-    detector = create_detector(model, **det_kw)
-    upload_detector = []
-
-    def detect_upload(image):
-        if not upload_detector:  # its own engine: the service's is busy in its stage threads
-            upload_detector.append(create_detector(model, **{**det_kw, "score_threshold": high, "threads": 1}))
-        return upload_detector[0].detect(image), upload_detector[0].labels
-
+    low = min(TRACK_LOW_SCORE, high)
+    source = open_source(args.source, **({"loop": True} if args.loop else {}))  # bad specs fail before models
+    if args.fps is not None:
+        source = PacedSource(source, args.fps)
+    sock = bind(host, port)
+    host, port = sock.getsockname()[:2]
     frames, events = FrameHub(zone_config, max_width=args.stream_width), EventHub()
     sinks = [LiveSink(frames, events)]
-    ha = None
-    if args.mqtt:
-        from edge.detect.sinks.homeassistant import HomeAssistantSink
-
-        buffer_dir = args.buffer_dir or paths.cache_dir() / "serve-buffer"
-        buffer_dir.mkdir(parents=True, exist_ok=True)
-        ha = HomeAssistantSink(args.mqtt, device=device, buffer_path=buffer_dir / f"ha-{device}.sqlite",
-                               zones=[z.name for z in zone_config.zones], labels=classes or ["person"],
-                               discovery_prefix=args.ha_prefix, faces=not args.no_faces)
-        sinks.append(ha)
-    faces = None
+    detector = faces = None
+    uploads = UploadDetector(lambda: create_detector(model, threads=1, score_threshold=high, classes=classes))
     try:
+        ha = _home_assistant(args, device, zone_config, classes) if args.mqtt else None
+        if ha is not None:
+            sinks.append(ha)
         if not args.no_faces:
             faces = _face_service(args, release, ha.publish_face if ha is not None else None)
-        opts = {"loop": True} if args.loop else {}
-        source = open_source(args.source, **opts)
-        if args.fps is not None:
-            source = PacedSource(source, args.fps)
-        tracker = ByteTracker(TrackerConfig(high_score=high, low_score=min(TRACK_LOW_SCORE, high), new_track_score=high))
+        detector = create_detector(model, threads=args.threads, score_threshold=low, classes=classes)
+        tracker = ByteTracker(TrackerConfig(high_score=high, low_score=low, new_track_score=high))
         with source:
             service = DetectionService(source, detector, sinks=sinks, tracker=tracker,
                                        zones=ZoneMonitor(zone_config, detector.labels),
@@ -206,31 +221,20 @@ def cmd_serve(args) -> int:
             sinks = []  # the service closes them
             runner = DetectionRunner(service).start()
             rel_doc = describe_release(release)
-            state = WebState(verifier=verifier, frames=frames, events=events, faces=faces, detect=detect_upload,
+            state = WebState(verifier=verifier, frames=frames, events=events, faces=faces, detect=uploads,
                              metrics=runner.metrics, release=lambda: rel_doc, bench_dir=args.bench_dir,
                              stream_fps=args.stream_fps,
                              limits=UploadLimits(max_image_bytes=int(args.max_upload_mb * 1024 * 1024)))
-            server = uvicorn.Server(uvicorn.Config(create_app(state), host=host, port=port, log_level="warning",
-                                                   access_log=False, timeout_graceful_shutdown=2))
+            server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning", access_log=False,
+                                                   timeout_graceful_shutdown=2))
             print(f"edge serve: http://{host}:{port}/ (source {args.source}, detector {model})",
                   file=sys.stderr, flush=True)
-            # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the handler it found: make that a
-            # no-op so a requested stop ends in a clean exit 0 after the detection service has stopped too.
-            previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
-            try:
-                server.run()
-            finally:
-                runner.stop()
-                for sig, old in previous.items():
-                    signal.signal(sig, old)
-        if not server.started:
-            raise OSError(f"cannot serve on {host}:{port} (address in use or not allowed?)")
+            _serve(server, sock, runner)
     finally:
+        sock.close()
         for s in sinks:
             s.close(0)
-        if faces is not None:
-            faces.close()
-        detector.close()
-        for d in upload_detector:
-            d.close()
+        for part in (faces, detector, uploads):
+            if part is not None:
+                part.close()
     return 0

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-__all__ = ["DetectionRunner", "PacedSource"]
+__all__ = ["DetectionRunner", "PacedSource", "UploadDetector", "bind"]
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +78,51 @@ class DetectionRunner:
     def stop(self, timeout: float = 30.0) -> None:
         self.service.request_stop()
         self._thread.join(timeout)
+
+
+class UploadDetector:
+    """Detections for uploaded images on an engine of their own, made on first use.
+
+    The service's detector is busy in its stage threads, and not every runtime's interpreter may be
+    called from two threads (LiteRT's may not), so uploads get a second, single-threaded detector,
+    used by one request at a time.
+    """
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._detector = None
+        self._lock = threading.Lock()
+
+    def __call__(self, image):
+        with self._lock:
+            if self._detector is None:
+                self._detector = self._factory()
+            return self._detector.detect(image), self._detector.labels
+
+    def close(self) -> None:
+        with self._lock:
+            if self._detector is not None:
+                self._detector.close()
+                self._detector = None
+
+
+def bind(host: str, port: int):
+    """A listening socket on ``host:port``, bound before any model is loaded so a taken port fails fast.
+
+    Raises:
+        ServiceError: naming the address (in use, not an address of this machine, not allowed).
+    """
+    import socket
+
+    from edge.errors import ServiceError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ServiceError(f"cannot listen on {host}:{port} (--listen): {e.strerror or e}") from None
+    sock.listen(128)
+    return sock
