@@ -1,6 +1,6 @@
 """The device's web service (``edge serve``): a page and the HTTP API behind it.
 
-Modules, one job each: :mod:`~edge.web.app` (routes), :mod:`~edge.web.auth` (tokens, sessions),
+Modules, one job each: :mod:`~edge.web.app` (routes), :mod:`~edge.web.auth` (tokens, sessions), :mod:`~edge.web.errors` (JSON errors),
 :mod:`~edge.web.limits` (request body limit), :mod:`~edge.web.uploads` (bounded image decoding),
 :mod:`~edge.web.live` (newest frame, events, the sink feeding them), :mod:`~edge.web.overlay`
 (drawing), :mod:`~edge.web.faces` (face library over :mod:`edge.unlock`), :mod:`~edge.web.bench`

@@ -17,20 +17,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import __version__
-from edge.errors import EdgeError, EnrollmentError, UnknownUserError, UserExistsError
 from edge.types import Frame
-from edge.web.bench import BenchNotFound
 from edge.web.auth import SESSION_COOKIE, SessionStore, TokenVerifier, bearer_token
+from edge.web.errors import install_error_handlers
 from edge.web.faces import FaceService, live_frames
 from edge.web.limits import BodyLimitMiddleware
 from edge.web.live import EventHub, FrameHub
-from edge.web.uploads import UploadError, UploadLimits, decode_upload
+from edge.web.uploads import UploadLimits, decode_upload
 
 __all__ = ["WebState", "create_app"]
 
@@ -76,10 +73,6 @@ class WebState:
     secure_cookie: bool = False
 
 
-def _error(status: int, message: str, **extra) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
 def create_app(state: WebState) -> FastAPI:
     """The FastAPI application serving ``state``."""
     app = FastAPI(title="edgesight device API", version=__version__, openapi_url="/api/openapi.json",
@@ -87,50 +80,7 @@ def create_app(state: WebState) -> FastAPI:
                   description="Live view, events, detections and face recognition of one edgesight device.")
     app.state.web = state
 
-    # -- errors: always JSON, never a traceback ----------------------------------------------
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request, exc):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, exc):
-        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")} for e in exc.errors()]
-        where = ", ".join(f"{e['field']}: {e['problem']}" for e in errors)
-        return _error(422, f"invalid request ({where})", details=errors)
-
-    @app.exception_handler(UploadError)
-    async def _upload(request, exc):
-        return _error(exc.status, str(exc))
-
-    @app.exception_handler(EnrollmentError)
-    async def _enrol(request, exc):
-        return _error(422, str(exc), verdicts=getattr(exc, "verdicts", []))
-
-    @app.exception_handler(UnknownUserError)
-    async def _unknown(request, exc):
-        return _error(404, str(exc.args[0]) if exc.args else "unknown user")
-
-    @app.exception_handler(UserExistsError)
-    async def _exists(request, exc):
-        return _error(409, str(exc))
-
-    @app.exception_handler(BenchNotFound)
-    async def _no_bench(request, exc):
-        return _error(404, str(exc))
-
-    @app.exception_handler(EdgeError)
-    async def _edge(request, exc):
-        return _error(400, str(exc))
-
-    @app.exception_handler(ValueError)
-    async def _value(request, exc):
-        return _error(400, str(exc))
-
-    @app.exception_handler(Exception)
-    async def _internal(request, exc):
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return _error(500, "internal error (details are in the service log)")
+    install_error_handlers(app)
 
     # -- auth ------------------------------------------------------------------------------------
     def authenticated(request: Request) -> None:
