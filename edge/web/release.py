@@ -56,4 +56,12 @@ def describe_release(release) -> dict:
                             "roles": {r: [{"name": m.card.name, "file": m.model_path.name, "format": m.card.format,
                                            "licence": m.card.licence.spdx, "sha256": m.card.sha256}
                                           for m in ms] for r, ms in bundle.roles.items()}}}
-    return {"release": release_info(release)}
+    doc = {"release": release_info(release)}
+    try:
+        from edge.cli.info_cmd import runtime_info
+        from edge.roles import profile_for_release
+
+        doc["runtime"] = runtime_info(profile_for_release(release))
+    except Exception:  # noqa: BLE001 - the release part alone is still worth showing
+        pass
+    return doc
