@@ -156,6 +156,18 @@ def test_events_history_filters_and_server_sent_events(server):
             lines.append(r.readline().decode().rstrip("\n"))
     event = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
     assert event["class_name"] == "person" and event["event_type"] in ("entered", "left")
+    # a client that reconnects with Last-Event-ID gets what it missed first, in order
+    history = server.request("GET", "/api/events?limit=1000").json()["events"]
+    resume = history[-4]["seq"]
+    req = urllib.request.Request(server.url + "/api/events/stream", headers={
+        "Authorization": f"Bearer {server.token}", "Last-Event-ID": str(resume)})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        ids = []
+        while len(ids) < 3:
+            line = r.readline().decode()
+            if line.startswith("id: "):
+                ids.append(int(line[4:]))
+    assert ids == [d["seq"] for d in history[-3:]]
 
 
 def test_live_view_streams_jpeg_frames(server):

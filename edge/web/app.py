@@ -38,6 +38,8 @@ BOUNDARY = "frame"
 SSE_KEEPALIVE_S = 15.0
 #: Live-view viewers at most (each costs a socket and a wake-up per streamed frame).
 MAX_STREAMS = 4
+#: Event-stream (SSE) clients at most.
+MAX_SUBSCRIBERS = 16
 #: Seconds a failed sign-in waits before answering (slows guessing through the page's form).
 FAILED_LOGIN_DELAY_S = 0.5
 
@@ -205,6 +207,8 @@ def create_app(state: WebState) -> FastAPI:
             after = int(request.headers.get("last-event-id") or 0)
         except ValueError:
             after = 0
+        if state.events.subscribers >= MAX_SUBSCRIBERS:
+            raise HTTPException(503, f"{MAX_SUBSCRIBERS} event streams are open already")
         sub = state.events.subscribe(label, zone)
         backlog = state.events.recent(label=label, zone=zone, after=after, limit=1000) if after else []
 
