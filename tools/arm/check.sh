@@ -16,10 +16,10 @@ image=${ARM_IMAGE:-$repo/../shared/data/coco128/images/train2017/000000000009.jp
 t_all=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t_all )) s] $*"; }
 
-stamp "1/6 arm64 root ($root)"
+stamp "1/7 arm64 root ($root)"
 "$here/build-root.sh" "$root"
 
-stamp "2/6 aarch64 wheels for cp311 (host pip download)"
+stamp "2/7 aarch64 wheels for cp311 (host pip download)"
 mkdir -p "$wheels"
 plats=(--platform manylinux2014_aarch64)
 for n in 17 26 27 28 29 30 31 32 33 34 35 36; do plats+=(--platform "manylinux_2_${n}_aarch64"); done
@@ -30,7 +30,7 @@ rm -f "$wheels"/edgesight-*.whl
 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$wheels" "$repo" 2>/dev/null \
   || python3 -m pip wheel -q --no-deps -w "$wheels" "$repo"
 
-stamp "3/6 signed bundles for rpi4 and rpi5 (host build, cached)"
+stamp "3/7 signed bundles for rpi4 and rpi5 (host build, cached)"
 mkdir -p "$work"
 [ -f "$work/key/bundle_signing.key" ] || "$PY" -m export.cli keygen --out "$work/key"
 for prof in rpi4 rpi5; do
@@ -40,7 +40,7 @@ for prof in rpi4 rpi5; do
   fi
 done
 
-stamp "4/6 pip install edgesight[onnx,litert,crypto] in the arm64 root (emulated)"
+stamp "4/7 pip install edgesight[onnx,litert,crypto] in the arm64 root (emulated)"
 rm -rf "$root/opt/check" && mkdir -p "$root/opt/check"
 cp -r "$wheels" "$root/opt/check/wheels"
 cp -r "$work/bundles" "$work/key" "$root/opt/check/"
@@ -53,7 +53,7 @@ chroot "$root" /bin/sh -ec '
   /opt/venv/bin/pip install -q --no-index --find-links /opt/check/wheels "edgesight[onnx,litert,crypto]"'
 stamp "   install took $(( $(date +%s) - t0 )) s (emulation)"
 
-stamp "5/6 verify + run every model: x86 host, then aarch64 (emulated)"
+stamp "5/7 verify + run every model: x86 host, then aarch64 (emulated)"
 "$PY" "$here/dump_outputs.py" --key "$work/key/bundle_signing.pub" --image "$image" \
   --out "$work/x86.npz" "$work/bundles/rpi4" "$work/bundles/rpi5"
 t0=$(date +%s)
@@ -62,6 +62,19 @@ chroot "$root" /usr/bin/env -i PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root \
   --image /opt/check/image.jpg --out /opt/check/arm.npz /opt/check/bundles/rpi4 /opt/check/bundles/rpi5
 stamp "   aarch64 run took $(( $(date +%s) - t0 )) s (emulation, not a device figure)"
 
-stamp "6/6 compare aarch64 with x86"
-"$PY" "$here/compare_outputs.py" "$work/x86.npz" "$root/opt/check/arm.npz"
+stamp "6/7 compare aarch64 with x86"
+"$PY" "$here/compare_outputs.py" "$work/x86.npz" "$root/opt/check/arm.npz" || cmp_rc=$?
+stamp "7/7 a Pi install without LiteRT must say so (pip uninstall ai-edge-litert, then edge run)"
+tfl=$(cd "$root/opt/check" && ls bundles/rpi4/*/*.tflite bundles/rpi4/*.tflite 2>/dev/null | head -n1 || true)
+chroot "$root" /opt/venv/bin/pip uninstall -q -y ai-edge-litert
+set +e
+msg=$(chroot "$root" /usr/bin/env -i PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root \
+  /opt/venv/bin/edge run "/opt/check/$tfl" /opt/check/image.jpg 2>&1)
+rc=$?
+set -e
+echo "   edge run without LiteRT: exit $rc: $(echo "$msg" | tail -n1)"
+if [ "$rc" = 0 ] || ! echo "$msg" | grep -q "ai-edge-litert" || echo "$msg" | grep -q Traceback; then
+  echo "error: a missing LiteRT is not reported clearly" >&2; exit 1
+fi
 stamp "arm-check done (total wall time, host + emulation)"
+exit "${cmp_rc:-0}"
