@@ -46,6 +46,11 @@ cp -r "$wheels" "$root/opt/check/wheels"
 cp -r "$work/bundles" "$work/key" "$root/opt/check/"
 cp "$image" "$root/opt/check/image.jpg"
 cp "$here/dump_outputs.py" "$root/opt/check/"
+data=$repo/../shared/data
+mkdir -p "$root/opt/check/data/coco128/images" "$root/opt/check/data/faces"
+cp -r "$data/coco128/images/train2017" "$root/opt/check/data/coco128/images/"
+cp -r "$data/faces/deepface" "$root/opt/check/data/faces/"
+cp -r "$data/antispoof" "$root/opt/check/data/"
 cp /etc/ssl/certs/ca-certificates.crt "$root/opt/check/ca.crt"
 t0=$(date +%s)
 chroot "$root" /bin/sh -ec '
@@ -55,11 +60,11 @@ stamp "   install took $(( $(date +%s) - t0 )) s (emulation)"
 
 stamp "5/7 verify + run every model: x86 host, then aarch64 (emulated)"
 "$PY" "$here/dump_outputs.py" --key "$work/key/bundle_signing.pub" --image "$image" \
-  --out "$work/x86.npz" "$work/bundles/rpi4" "$work/bundles/rpi5"
+  --data "$data" --out "$work/x86.npz" "$work/bundles/rpi4" "$work/bundles/rpi5"
 t0=$(date +%s)
 chroot "$root" /usr/bin/env -i PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root \
   /opt/venv/bin/python /opt/check/dump_outputs.py --key /opt/check/key/bundle_signing.pub \
-  --image /opt/check/image.jpg --out /opt/check/arm.npz /opt/check/bundles/rpi4 /opt/check/bundles/rpi5
+  --image /opt/check/image.jpg --data /opt/check/data --out /opt/check/arm.npz /opt/check/bundles/rpi4 /opt/check/bundles/rpi5
 stamp "   aarch64 run took $(( $(date +%s) - t0 )) s (emulation, not a device figure)"
 
 stamp "6/7 compare aarch64 with x86"

@@ -54,6 +54,47 @@ def make_input(info, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.astype(np.float32))
 
 
+def pipeline_outputs(bundle, data: Path, threads: int) -> dict[str, np.ndarray]:
+    """The detector on COCO images and the face-unlock decision (enrol, genuine, impostor, spoof)."""
+    import cv2
+    from edge.detect.detector import create_detector
+
+    out: dict[str, np.ndarray] = {}
+    if "detector" in bundle.roles:
+        m = bundle.model("detector")
+        with create_detector(m.card_path, threads=threads) as det:
+            for img in sorted((data / "coco128/images/train2017").glob("*.jpg"))[:3]:
+                d = det.detect(cv2.imread(str(img)))
+                order = np.argsort(-np.asarray(d.score))[:5]
+                out[f"detect/{img.name}/scores"] = np.asarray(d.score, np.float32)[order]
+                out[f"detect/{img.name}/boxes"] = np.asarray(d.xyxy, np.float32)[order]
+    if {"face_detector", "face_embedder"} <= set(bundle.roles):
+        from edge.face.pipeline import create_pipeline
+
+        faces = data / "faces/deepface"
+        emb = bundle.model("face_embedder").card_path.stem
+        with create_pipeline(detector=str(bundle.model("face_detector").model_path), embedder=emb,
+                             bundle_dir=bundle.path, threads=threads, liveness=None) as pipe:
+            def first(path: Path):
+                a = pipe.analyze(cv2.imread(str(path)), max_faces=1)
+                if not a.faces:
+                    raise SystemExit(f"dump_outputs: no face found in {path}")
+                return a.faces[0]
+            enrol = first(faces / "img1.jpg").embedding.vector       # person00
+            thr = pipe.threshold()
+            for case, img in (("genuine", "img2.jpg"), ("impostor", "img26.jpg")):
+                v = first(faces / img).embedding.vector
+                sim = float(np.dot(enrol, v) / (np.linalg.norm(enrol) * np.linalg.norm(v)))
+                out[f"face/{case}/similarity"] = np.float32([sim])
+                out[f"face/{case}/accepted"] = np.float32([sim >= thr])
+            for img in ("image_F1.jpg", "image_T1.jpg"):      # F: printed/screen spoof, T: real
+                f = first(data / "antispoof" / img)
+                if f.liveness is not None:
+                    out[f"face/spoof/{img}/score"] = np.float32([f.liveness.score])
+                    out[f"face/spoof/{img}/live"] = np.float32([f.liveness.live])
+    return {f"{bundle.profile}/pipeline/{k}": v for k, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundles", nargs="+", type=Path)
@@ -61,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--data", type=Path, help="shared data dir (coco128/, faces/, antispoof/): run the pipelines")
     args = ap.parse_args(argv)
 
     import cv2
@@ -93,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                 report["models"].append({"key": key, "backend": backend, "load_s": round(t_load, 3),
                                          "run_s": round(t_run, 3), "outputs": sorted(outs)})
                 print(f"  {key}: {backend}, load {t_load:.2f} s, run {t_run:.2f} s", flush=True)
+        if args.data is not None:
+            t0 = time.perf_counter()
+            arrays.update(pipeline_outputs(bundle, args.data, args.threads))
+            print(f"  {info.profile}: detector + face-unlock decision in {time.perf_counter() - t0:.1f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, **arrays)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
