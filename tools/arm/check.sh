@@ -12,7 +12,7 @@ root=$cache/arm-root
 wheels=$cache/arm-wheels/cp311
 work=$cache/arm-check
 PY=${PY:-$repo/.venv/bin/python}
-image=${ARM_IMAGE:-$repo/../shared/data/coco128/images/train2017/000000000009.jpg}
+image=${ARM_IMAGE:-$repo/../shared/data/coco128/images/000000000139.jpg}
 t_all=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t_all )) s] $*"; }
 
@@ -47,13 +47,13 @@ cp -r "$work/bundles" "$work/key" "$root/opt/check/"
 cp "$image" "$root/opt/check/image.jpg"
 cp "$here/dump_outputs.py" "$root/opt/check/"
 data=$repo/../shared/data
-mkdir -p "$root/opt/check/data/coco128/images" "$root/opt/check/data/faces"
-cp -r "$data/coco128/images/train2017" "$root/opt/check/data/coco128/images/"
+mkdir -p "$root/opt/check/data/coco128" "$root/opt/check/data/faces"
+cp -r "$data/coco128/images" "$root/opt/check/data/coco128/"
 cp -r "$data/faces/deepface" "$root/opt/check/data/faces/"
 cp -r "$data/antispoof" "$root/opt/check/data/"
 cp /etc/ssl/certs/ca-certificates.crt "$root/opt/check/ca.crt"
 t0=$(date +%s)
-chroot "$root" /bin/sh -ec '
+chroot "$root" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root /bin/sh -ec '
   rm -rf /opt/venv && python3 -m venv /opt/venv
   /opt/venv/bin/pip install -q --no-index --find-links /opt/check/wheels "edgesight[onnx,litert,crypto]"'
 stamp "   install took $(( $(date +%s) - t0 )) s (emulation)"

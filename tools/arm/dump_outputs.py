@@ -63,7 +63,7 @@ def pipeline_outputs(bundle, data: Path, threads: int) -> dict[str, np.ndarray]:
     if "detector" in bundle.roles:
         m = bundle.model("detector")
         with create_detector(m.card_path, threads=threads) as det:
-            for img in sorted((data / "coco128/images/train2017").glob("*.jpg"))[:3]:
+            for img in sorted((data / "coco128/images").glob("*.jpg"))[:3]:
                 d = det.detect(cv2.imread(str(img)))
                 order = np.argsort(-np.asarray(d.score))[:5]
                 out[f"detect/{img.name}/scores"] = np.asarray(d.score, np.float32)[order]
