@@ -72,9 +72,10 @@ def pipeline_outputs(bundle, data: Path, threads: int) -> dict[str, np.ndarray]:
         from edge.face.pipeline import create_pipeline
 
         faces = data / "faces/deepface"
-        emb = bundle.model("face_embedder").card_path.stem
-        with create_pipeline(detector=str(bundle.model("face_detector").model_path), embedder=emb,
-                             bundle_dir=bundle.path, threads=threads, liveness=None) as pipe:
+        live_dir = bundle.model("liveness").model_path.parent if "liveness" in bundle.roles else None
+        with create_pipeline(detector=str(bundle.model("face_detector").model_path),
+                             embedder=str(bundle.model("face_embedder").card_path),
+                             liveness_dir=live_dir, threads=threads, liveness=live_dir is not None) as pipe:
             def first(path: Path):
                 a = pipe.analyze(cv2.imread(str(path)), max_faces=1)
                 if not a.faces:
