@@ -54,3 +54,10 @@ bench-deps: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Device runtime on aarch64 under qemu-user emulation (tools/arm/README section in README.md):
+# a cached Debian bookworm arm64 root, the wheel of this checkout, real rpi4/rpi5 bundles, every
+# output compared with x86. Needs root; not part of `make test` (see README for its duration).
+.PHONY: arm-check
+arm-check: $(VENV)/.dev-installed
+	PY=$(abspath $(PY)) tools/arm/check.sh
