@@ -106,3 +106,25 @@ def test_every_shipped_key_is_declared():
         for table, value in data.items():
             if isinstance(value, dict):
                 assert set(value) <= set(_TABLES[table].__struct_fields__), (path, table)
+
+
+def test_profiles_ship_in_the_wheel(tmp_path):
+    """`--profile rpi4` works from an installed wheel: the TOML files are package data."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path / "dist"), str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("edgesight-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert {p.stem for p in (site / "edge" / "firmware_configs").glob("*.toml")} == {p.stem for p in PROFILES}
+    code = ("import edge.profile as m; p = m.load_profile('rpi4'); "
+            "assert m.__file__.startswith(%r), m.__file__; print(p.path)" % str(site))
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {code}"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().startswith(str(site / "edge" / "firmware_configs"))
