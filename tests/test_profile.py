@@ -128,3 +128,28 @@ def test_profiles_ship_in_the_wheel(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().startswith(str(site / "edge" / "firmware_configs"))
+
+
+def test_export_profiles_lists_and_checks(tmp_path, capsys):
+    from export.cli import main
+
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    for stem in ("rpi4", "rpi5", "rpi_zero_2w", "jetson_nano", "jetson_orin_nano", "x86_dev"):
+        assert f"\n{stem} " in out
+    assert main(["profiles", "--check", str(PROFILES[0])]) == 0
+    bad = _write(tmp_path, BASE.replace("nms_iou = 0.45", "nms_iou = [0.45]"))
+    assert main(["profiles", "--check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "board.toml: [thresholds] nms_iou must be float, got array" in err and "Traceback" not in err
+
+
+def test_name_cannot_escape_out(tmp_path, capsys):
+    """`name = "../../x"` used to write the bundle outside --out; now the build refuses the profile."""
+    from export.cli import main
+
+    bad = _write(tmp_path, BASE.replace('name = "rpi4"', 'name = "../../x"'))
+    out = tmp_path / "a" / "b" / "bundles"
+    assert main(["build", "--profile", str(bad), "--out", str(out), "--key", str(tmp_path / "k.key")]) == 2
+    assert "must be a plain file name" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not out.exists()
