@@ -153,3 +153,55 @@ def test_name_cannot_escape_out(tmp_path, capsys):
     assert main(["build", "--profile", str(bad), "--out", str(out), "--key", str(tmp_path / "k.key")]) == 2
     assert "must be a plain file name" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not out.exists()
+
+
+class _FakeOrt:
+    """Follows onnxruntime's API: providers may be names or (name, options-dict) tuples."""
+
+    class GraphOptimizationLevel:
+        ORT_DISABLE_ALL = ORT_ENABLE_BASIC = ORT_ENABLE_EXTENDED = ORT_ENABLE_ALL = 0
+
+    class SessionOptions:
+        def add_session_config_entry(self, k, v):
+            pass
+
+    def __init__(self, available):
+        self.available, self.calls = available, []
+
+    def get_available_providers(self):
+        return list(self.available)
+
+    def InferenceSession(self, data, sess_options=None, providers=None):  # noqa: N802
+        self.calls.append(providers)
+        raise RuntimeError("fake session: stop after provider selection")
+
+
+@pytest.mark.parametrize("available, expect", [
+    (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "trt"),
+    (["CPUExecutionProvider"], "cpu"),
+])
+def test_jetson_profile_drives_ort_providers(tmp_path, monkeypatch, caplog, available, expect):
+    import edge.engines.ort as eo
+    from tests._tiny_onnx import conv_net, save
+
+    prof = load_profile("jetson-orin-nano")
+    fake = _FakeOrt(available)
+    monkeypatch.setattr(eo, "_import_ort", lambda: fake)
+    monkeypatch.setattr(eo, "_warned_fallback", set())
+    model = tmp_path / "m.onnx"
+    save(conv_net(), model)
+    opts = eo.profile_provider_options(prof.runtime)
+    for _ in range(2):
+        with pytest.raises(Exception, match="fake session"):
+            eo.OnnxRuntimeEngine(model, providers=prof.runtime.providers, provider_options=opts)
+    chosen = fake.calls[0]
+    if expect == "trt":
+        name, o = chosen[0]
+        assert name == "TensorrtExecutionProvider"
+        assert o == {"trt_engine_cache_enable": "True", "trt_engine_cache_path": prof.runtime.trt_cache_dir,
+                     "trt_fp16_enable": "True"}
+        assert chosen[1] == ("CUDAExecutionProvider", {"device_id": "0"}) and chosen[2] == "CPUExecutionProvider"
+    else:
+        assert chosen == ["CPUExecutionProvider"]
+        warns = [r for r in caplog.records if "not available" in r.getMessage()]
+        assert len(warns) == 1  # one warning for two sessions
