@@ -2,7 +2,10 @@
 
 Runs until the source ends, ``--max-frames`` is reached, or SIGTERM/SIGINT arrives; then every
 event produced is handed to the sinks, which deliver what they can within ``--drain-timeout``
-(network sinks keep the rest on disk for the next start), and the command exits 0.
+(network sinks keep the rest on disk for the next start). Exit 0 when every event was delivered;
+exit 1 when a sink still holds undelivered events (each such sink is named on stderr with its
+state and last error, e.g. a broker that never answered): they are kept, not lost, but the run
+did not do its job and a script or systemd must see that.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from edge.cli import EXIT_FAIL
 from edge.errors import ModelCardError
 from edge.cli.argtypes import fraction, integer, number, port, threads
 
@@ -190,4 +194,10 @@ def cmd_detect(args) -> int:
                       "events": summary.events, "fps": m["fps_mean"], "stopped": summary.stopped_by_request,
                       "buffered_events": m["buffered_events"], "events_dropped": m["events_dropped"]}),
           file=sys.stderr)
-    return 0
+    undelivered = {name: st for name, st in m["sinks"].items() if st.get("buffered", 0)}
+    for name, st in undelivered.items():
+        why = f"; last error: {st['last_error']}" if st.get("last_error") else ""
+        print(f"edge detect: warning: sink {name}: {st['buffered']} event(s) not delivered (state "
+              f"{st.get('state')}, {st.get('connect_failures', 0)} failed connection attempt(s){why}); "
+              f"kept in its disk buffer for the next start", file=sys.stderr)
+    return EXIT_FAIL if undelivered else 0
