@@ -114,7 +114,7 @@ def _card_score(model: str) -> float:
 def _open_source(args):
     from edge.sources import open_source
 
-    opts = {}
+    opts = {"reconnect": True}  # a camera or stream that drops is reopened with back-off, state kept
     if args.max_frames is not None:
         opts["max_frames"] = args.max_frames
     if args.loop:
