@@ -2,7 +2,10 @@
 
 Runs until the source ends, ``--max-frames`` is reached, or SIGTERM/SIGINT arrives; then every
 event produced is handed to the sinks, which deliver what they can within ``--drain-timeout``
-(network sinks keep the rest on disk for the next start), and the command exits 0.
+(network sinks keep the rest on disk for the next start). Exit 0 when every event was delivered;
+exit 1 when a sink still holds undelivered events (each such sink is named on stderr with its
+state and last error, e.g. a broker that never answered): they are kept, not lost, but the run
+did not do its job and a script or systemd must see that.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sys
 import threading
 from pathlib import Path
 
+from edge.cli import EXIT_FAIL
+from edge.cli.argtypes import fraction, integer, number, port, threads
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +51,23 @@ def add_parser(sub) -> None:
                         f"(repeatable; default {DEFAULT_SINK})")
     p.add_argument("--zones", type=Path, help="zones/lines file (.toml or .json); default: whole frame")
     p.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
-    p.add_argument("--score", type=float, help="score a detection needs to start a track (default: the card's)")
-    p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the card's)")
-    p.add_argument("--max-detections", type=int, default=100, help="per frame (default 100)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--score", type=fraction(), help="score a detection needs to start a track (default: the card's)")
+    p.add_argument("--nms-iou", type=fraction(), help="NMS IoU threshold (default: the card's)")
+    p.add_argument("--max-detections", type=integer(1, 100_000), default=100, help="per frame (default 100)")
+    p.add_argument("--max-frames", type=integer(1), help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="start an image folder again at its end")
     p.add_argument("--frame-policy", choices=("auto", "latest", "all"), default="auto",
                    help="latest: drop frames rather than lag (live sources); all: process every frame "
                         "(files); auto: by source kind (default)")
-    p.add_argument("--health-port", type=int, help="serve /health and /metrics on 127.0.0.1:PORT (0: any port)")
-    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--health-port", type=port, help="serve /health and /metrics on 127.0.0.1:PORT (0: any port)")
+    p.add_argument("--threads", type=threads, help="inference threads")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
     p.add_argument("--device", help="device name in events and MQTT topics (default: host name)")
     p.add_argument("--buffer-dir", type=Path, help="disk buffers of network sinks (default: cache dir)")
-    p.add_argument("--buffer-limit", type=int, default=10_000,
+    p.add_argument("--buffer-limit", type=integer(1), default=10_000,
                    help="undelivered events kept per network sink; the oldest are dropped beyond it")
-    p.add_argument("--drain-timeout", type=float, default=5.0, help="seconds sinks get to deliver at shutdown")
-    p.add_argument("--max-age", type=int, default=30, help="frames a lost track is kept (default 30)")
+    p.add_argument("--drain-timeout", type=number(0), default=5.0, help="seconds sinks get to deliver at shutdown")
+    p.add_argument("--max-age", type=integer(1), default=30, help="frames a lost track is kept (default 30)")
     p.add_argument("--event-image", action="store_true", help="attach a JPEG crop (base64) to every event")
     p.set_defaults(func=cmd_detect)
 
@@ -101,7 +106,7 @@ def _card_score(model: str) -> float:
 def _open_source(args):
     from edge.sources import open_source
 
-    opts = {}
+    opts = {"reconnect": True}  # a camera or stream that drops is reopened with back-off, state kept
     if args.max_frames is not None:
         opts["max_frames"] = args.max_frames
     if args.loop:
@@ -179,4 +184,10 @@ def cmd_detect(args) -> int:
                       "events": summary.events, "fps": m["fps_mean"], "stopped": summary.stopped_by_request,
                       "buffered_events": m["buffered_events"], "events_dropped": m["events_dropped"]}),
           file=sys.stderr)
-    return 0
+    undelivered = {name: st for name, st in m["sinks"].items() if st.get("buffered", 0)}
+    for name, st in undelivered.items():
+        why = f"; last error: {st['last_error']}" if st.get("last_error") else ""
+        print(f"edge detect: warning: sink {name}: {st['buffered']} event(s) not delivered (state "
+              f"{st.get('state')}, {st.get('connect_failures', 0)} failed connection attempt(s){why}); "
+              f"kept in its disk buffer for the next start", file=sys.stderr)
+    return EXIT_FAIL if undelivered else 0

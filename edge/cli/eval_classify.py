@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from edge.cli.argtypes import integer, threads
 
 
 def add_parser(esub) -> None:
@@ -16,8 +17,8 @@ def add_parser(esub) -> None:
                    help="registry name, model file with a card, or card JSON")
     p.add_argument("--data", required=True, metavar="CSV_OR_DIR", help="labelled images (see above)")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images")
+    p.add_argument("--threads", type=threads, default=None, help="inference threads")
+    p.add_argument("--limit", type=integer(1), default=None, metavar="N", help="evaluate only the first N images")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
     p.set_defaults(func=cmd_eval_classify)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge import registry
 from edge.errors import ModelCardError
+from edge.cli.argtypes import integer, threads
 
 
 def add_parser(sub) -> None:
@@ -28,8 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--explain", action="store_true", help="print which model file runs and where it comes from")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads")
-    p.add_argument("-k", "--top", type=int, default=5, help="classes to print for a classifier")
+    p.add_argument("--threads", type=threads, default=None, help="inference threads")
+    p.add_argument("-k", "--top", type=integer(1, 1000), default=5, help="classes to print for a classifier")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_run)
 

@@ -14,6 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
+from edge.cli.argtypes import fraction, integer, number, threads
+
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -44,19 +46,19 @@ def add_parser(sub) -> None:
                                    "release: its detector)")
     d.add_argument("--zones", type=Path, help="zones/lines file (.toml or .json); default: whole frame")
     d.add_argument("--classes", help="comma-separated class names or ids to keep")
-    d.add_argument("--score", type=float, help="score a detection needs to start a track (default: the card's)")
-    d.add_argument("--threads", type=int, help="inference threads")
-    d.add_argument("--fps", type=float, help="read the source at most this fast (replay files like a camera)")
+    d.add_argument("--score", type=fraction(), help="score a detection needs to start a track (default: the card's)")
+    d.add_argument("--threads", type=threads, help="inference threads")
+    d.add_argument("--fps", type=number(0, 1000, low_open=True), help="read the source at most this fast (replay files like a camera)")
     d.add_argument("--loop", action="store_true", help="start an image folder again at its end")
     d.add_argument("--device", help="device name in events and MQTT topics (default: host name)")
     d.add_argument("--mqtt", metavar="URL", help="mqtt://[USER@]HOST[:PORT]/PREFIX: events + Home Assistant entities")
     d.add_argument("--ha-prefix", default="homeassistant", help="Home Assistant discovery prefix (default homeassistant)")
     d.add_argument("--buffer-dir", type=Path, help="MQTT disk buffer directory (default: cache dir)")
     w = p.add_argument_group("page")
-    w.add_argument("--stream-fps", type=float, default=10.0, help="live view frames per second at most (default 10)")
-    w.add_argument("--stream-width", type=int, default=640, help="live view width in pixels at most (default 640)")
+    w.add_argument("--stream-fps", type=number(0, 120, low_open=True), default=10.0, help="live view frames per second at most (default 10)")
+    w.add_argument("--stream-width", type=integer(16, 7680), default=640, help="live view width in pixels at most (default 640)")
     w.add_argument("--bench-dir", type=Path, help="where `edge bench --out` wrote its reports (newest shown)")
-    w.add_argument("--max-upload-mb", type=float, default=12.0, help="largest uploaded image (default 12 MB)")
+    w.add_argument("--max-upload-mb", type=number(0, 1024, low_open=True), default=12.0, help="largest uploaded image (default 12 MB)")
     f = p.add_argument_group("face library (the state of `edge unlock`)")
     f.add_argument("--no-faces", action="store_true", help="no face recognition or enrolment")
     f.add_argument("--store", metavar="DIR", help="template store (EDGE_UNLOCK_STORE)")

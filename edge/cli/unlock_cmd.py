@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.errors import LockedOutError, UnknownUserError, UnlockRefused
+from edge.cli.argtypes import integer, number, threads
 
 #: Exit codes of ``edge unlock verify``.
 EXIT_ACCEPT, EXIT_REJECT, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
@@ -53,7 +54,7 @@ def _model_options() -> argparse.ArgumentParser:
                    help=f"device profile: target FAR, threads ({ENV_PROFILE}; default: the release's)")
     g.add_argument("--detector", help=f"face detector (default: {DEFAULT_DETECTOR})")
     g.add_argument("--embedder", help=f"face embedder (default: {DEFAULT_EMBEDDER})")
-    g.add_argument("--threads", type=int, help="inference threads per model (default: the profile's, else 1)")
+    g.add_argument("--threads", type=threads, help="inference threads per model (default: the profile's, else 1)")
     g.add_argument("--no-liveness", action="store_true",
                    help="INSECURE: skip anti-spoofing (a photo unlocks); logged and audited")
     return p
@@ -85,8 +86,8 @@ def add_parser(sub) -> None:
     e = usub.add_parser("enroll", parents=[state, models], help="enrol a user from a camera or photos")
     e.add_argument("user")
     e.add_argument("--source", help=f"camera, video, image or folder of photos ({ENV_SOURCE}; default 0)")
-    e.add_argument("-k", "--samples", type=int, default=5, help="good samples to collect (default: 5)")
-    e.add_argument("--timeout", type=float, default=60.0, help="seconds before giving up (default: 60)")
+    e.add_argument("-k", "--samples", type=integer(1, 100), default=5, help="good samples to collect (default: 5)")
+    e.add_argument("--timeout", type=number(0, low_open=True), default=60.0, help="seconds before giving up (default: 60)")
     how = e.add_mutually_exclusive_group()
     how.add_argument("--replace", action="store_true", help="re-enrol an enrolled user")
     how.add_argument("--add", action="store_true", help="add samples to an enrolled user")
@@ -99,10 +100,10 @@ def add_parser(sub) -> None:
                         help="verify a face (exit 0 accept, 1 reject, 2 error, 3 locked out)")
     v.add_argument("user", nargs="?", help="the claimed user (omit to identify among all)")
     v.add_argument("--source", help=f"camera, video or image ({ENV_SOURCE}; default 0)")
-    v.add_argument("--timeout", type=float, default=4.0, help="seconds before rejecting (default: 4)")
-    v.add_argument("--frames-needed", type=int, default=3, metavar="K",
+    v.add_argument("--timeout", type=number(0, low_open=True), default=4.0, help="seconds before rejecting (default: 4)")
+    v.add_argument("--frames-needed", type=integer(1, 100), default=3, metavar="K",
                    help="passing frames needed (default 3) …")
-    v.add_argument("--window", type=int, default=5, metavar="N", help="… among the last N (default 5)")
+    v.add_argument("--window", type=integer(1, 100), default=5, metavar="N", help="… among the last N (default 5)")
     v.add_argument("--explain", action="store_true", help="print per-frame scores and per-stage latency")
     v.add_argument("--json", action="store_true", help="print the decision as JSON")
     v.add_argument("--allow-ssh", action="store_true", help="do not refuse in an SSH session")
