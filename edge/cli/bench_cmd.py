@@ -19,6 +19,8 @@ import signal
 import sys
 import time
 from dataclasses import asdict
+
+import msgspec
 from pathlib import Path
 
 from edge.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK
@@ -174,12 +176,13 @@ def _profile(args, fp: dict):
         print(f"calibrated fp32 peak: {calibration.gflops:.1f} GFLOP/s (numpy {calibration.n}x{calibration.n} "
               f"float32 matmul, best of {calibration.repeats}: all threads {calibration.gflops_all_threads:.1f}, "
               f"one thread {'-' if one is None else f'{one:.1f}'} x {calibration.cores} cores)", file=sys.stderr)
-        compute = calibrated_compute(compute or ComputeSpec(calibration.gflops, calibration.gflops), calibration)
+        compute = calibrated_compute(compute or ComputeSpec(peak_gflops_fp32=calibration.gflops, peak_gops_int8=calibration.gflops), calibration)
     if compute is None:
         return None, None, None
     info = {"name": prof.name if prof else "calibrated", "path": prof.path if prof else None,
             "board": prof.board if prof else None, "cores": prof.cpu.cores if prof else None, "source": source,
-            "compute": asdict(compute), "datasheet": asdict(prof.compute) if prof else None,
+            "compute": msgspec.structs.asdict(compute),
+            "datasheet": msgspec.structs.asdict(prof.compute) if prof else None,
             "calibration": calibration.to_dict() if calibration else None}
     return prof, compute, info
 
