@@ -5,13 +5,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # torch==2.13.0 is pinned: it is the CPU build that lies on these machines' disk; an unpinned
 # torch pulls a multi-GB CUDA build.
-DEV_PKGS := -e .[dev,export,onnx,litert,mqtt,plot,crypto] torch==2.13.0
+DEV_PKGS := -e .[dev,export,onnx,litert,mqtt,plot,crypto,web] torch==2.13.0
 # The demo runs the device runtime; torch + onnx are only used once, to export the MiniFASNet
 # liveness pair (there is no upstream ONNX of it) into the virtualenv.
 RUN_PKGS := -e .[onnx,litert,crypto,mqtt] torch==2.13.0 onnx onnxscript
 LIVENESS := $(VENV)/share/edgesight/liveness
-# Real servers the tests start themselves: an MQTT broker and PAM's test driver (Debian packages).
-SYSTEM_PKGS := mosquitto pamtester
+# Real servers the tests start themselves: an MQTT broker, PAM's test driver and a headless browser
+# for the web page (Debian packages).
+SYSTEM_PKGS := mosquitto pamtester chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-quick clean system-deps bench-deps

@@ -153,15 +153,21 @@ def main(argv=None) -> int:
         files, pairs = lfw_pairs(data / "lfw100_aligned")
         frames = lfw_frames(files)
         model_dir = paths.model_dirs()[0]
+        # OpenCV at every detection size one of our rows uses (same frames, same size)
         runners = [OpenCVPipeline(model_dir / "face_detection/yunet_s_640x640.onnx",
-                                  model_dir / "face_embedding/sface_2021dec_fp32.onnx")]
+                                  model_dir / "face_embedding/sface_2021dec_fp32.onnx", detect_size=sz)
+                   for sz in (None, (320, 240), (160, 120))]
         if dlib_why is None:
             runners += [DlibPipeline(), DlibPipeline(howdy=True)]
         fast = [e for e in embedders() if e.endswith("mobilefacenet_128d_fastprelu.json")]
         mfn = fast[0] if fast else "mobilefacenet_128d"
+        fast_sf = [e for e in embedders() if e.endswith("sface_2021dec_fp32_fastprelu.json")]
         for label, kw in (("edge yunet640+sface_fp32", dict(embedder="sface_2021dec_fp32")),
-                          ("edge yunet@320x240+mobilefacenet", dict(embedder=mfn, detect_size=(320, 240))),
-                          ("edge yunet@160x120+mobilefacenet", dict(embedder=mfn, detect_size=(160, 120)))):
+                          ("edge yunet@320x240+sface (default)",
+                           dict(embedder=fast_sf[0] if fast_sf else "sface_2021dec_fp32", detect_size=(320, 240))),
+                          ("edge yunet@320x240+mobilefacenet [non-commercial]", dict(embedder=mfn, detect_size=(320, 240))),
+                          ("edge yunet@160x120+mobilefacenet [non-commercial]",
+                           dict(embedder=mfn, detect_size=(160, 120)))):
             p = create_pipeline(threads=THREADS, liveness=False, **kw)
 
             class _R:

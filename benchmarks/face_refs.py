@@ -42,19 +42,33 @@ def stripped_model(path: Path) -> Path:
 
 
 class OpenCVPipeline:
-    name = "opencv_yunet640+sface"
+    """OpenCV's own pipeline; ``detect_size`` shrinks the frame (aspect kept, INTER_AREA, as
+    ours does) before ``FaceDetectorYN`` and scales boxes/landmarks back, so alignment and
+    embedding use the full frame exactly like ours. ``None`` detects on the frame as is."""
 
-    def __init__(self, yunet_path: Path, sface_path: Path) -> None:
+    def __init__(self, yunet_path: Path, sface_path: Path, detect_size: tuple[int, int] | None = None) -> None:
         self.det = cv2.FaceDetectorYN.create(str(yunet_path), "", (320, 320), 0.6, 0.3, 5000)
         self.rec = cv2.FaceRecognizerSF.create(str(stripped_model(sface_path)), "")
+        self.detect_size = detect_size
+        self.name = "opencv yunet@{}+sface".format("frame" if detect_size is None else "%dx%d" % detect_size)
         self._size = None
 
     def detect(self, frame):
         h, w = frame.shape[:2]
-        if self._size != (w, h):
-            self.det.setInputSize((w, h))
-            self._size = (w, h)
-        _, faces = self.det.detect(frame)
+        small, scale = frame, 1.0
+        if self.detect_size is not None:
+            scale = min(self.detect_size[0] / w, self.detect_size[1] / h, 1.0)
+            if scale < 1.0:
+                small = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                   interpolation=cv2.INTER_AREA)
+        sh, sw = small.shape[:2]
+        if self._size != (sw, sh):
+            self.det.setInputSize((sw, sh))
+            self._size = (sw, sh)
+        _, faces = self.det.detect(small)
+        if faces is not None and small is not frame:
+            faces = faces.copy()
+            faces[:, :14] *= np.tile([w / sw, h / sh], 7).astype(np.float32)
         return faces
 
     def run(self, frame):

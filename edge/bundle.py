@@ -31,17 +31,17 @@ import hashlib
 import json
 import os
 import re
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from edge.archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, extract_archive
 from edge.cards import ModelCard, load_card
 from edge.errors import BundleError, BundleIntegrityError, BundleKeyError, BundleSignatureError
 
 __all__ = ["MANIFEST", "SIGNATURE", "BUNDLE_FORMAT", "BUNDLE_SCHEMA", "ROLES", "BundleInfo", "BundleModel", "Bundle",
            "verify_bundle", "load_bundle", "load_public_key", "key_fingerprint", "canonical_json",
-           "signature_document"]
+           "signature_document", "extract_archive", "MAX_ARCHIVE_BYTES", "MAX_ARCHIVE_MEMBERS"]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -225,31 +225,6 @@ def _check_files(root: Path, manifest: dict) -> None:
             raise BundleIntegrityError(f"{root}: {rel} sha256 differs from the manifest (file altered)", file=rel)
 
 
-def _safe_extract(tar_path: Path, dest: Path) -> Path:
-    """Extract a bundle archive, refusing links, devices and paths that leave ``dest``."""
-    try:
-        with tarfile.open(tar_path, "r:*") as tf:
-            members = tf.getmembers()
-            for m in members:
-                parts = PurePosixPath(m.name).parts
-                if PurePosixPath(m.name).is_absolute() or ".." in parts:
-                    raise BundleIntegrityError(f"{tar_path}: unsafe member path {m.name!r}", file=m.name)
-                if not (m.isfile() or m.isdir()):
-                    raise BundleIntegrityError(f"{tar_path}: member {m.name!r} is not a regular file", file=m.name)
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: refuse anything odd again
-                tf.extractall(dest, members=members, filter="data")
-            else:  # pragma: no cover - older Pythons; members were checked above
-                tf.extractall(dest, members=members)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise BundleIntegrityError(f"{tar_path}: not a readable bundle archive: {e}") from e
-    tops = [p for p in dest.iterdir()]
-    if (dest / MANIFEST).is_file():
-        return dest
-    if len(tops) == 1 and tops[0].is_dir():
-        return tops[0]
-    raise BundleIntegrityError(f"{tar_path}: no {MANIFEST} at the top of the archive", file=MANIFEST)
-
-
 def _verify_dir(root: Path, public_key, shown: Path) -> BundleInfo:
     raw, kid = _check_signature(root, public_key)
     manifest = _parse_manifest(raw)
@@ -284,7 +259,7 @@ def verify_bundle(bundle: str | Path, public_key) -> BundleInfo:
     if not p.exists():
         raise FileNotFoundError(f"bundle not found: {p}")
     with tempfile.TemporaryDirectory(prefix="edgesight-bundle-") as tmp:
-        root = _safe_extract(p, Path(tmp))
+        root = extract_archive(p, Path(tmp))
         return _verify_dir(root, key, p)
 
 

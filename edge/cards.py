@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+from msgspec import Meta
 
 from edge.errors import ModelCardError
 
 TASKS = ("classification", "object_detection", "face_detection", "face_embedding", "liveness", "other")
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
+DTYPES = ("float32", "float16", "uint8", "int8")
 RESIZES = ("stretch", "letterbox", "letterbox_topleft", "center_crop", "none")
 CARD_SCHEMA = 1
 
@@ -127,6 +130,11 @@ class ModelCard:
                 raise ModelCardError(f"card {self.name!r} input {spec.name!r}: color must be one of {COLORS}, got {spec.color!r}")
             if spec.interpolation not in ("area", "linear", "nearest"):
                 raise ModelCardError(f"card {self.name!r} input {spec.name!r}: interpolation must be area, linear or nearest, got {spec.interpolation!r}")
+            channels = 1 if spec.color == "GRAY" else 3
+            for what in ("mean", "std"):
+                if len(getattr(spec, what)) not in (1, channels):
+                    raise ModelCardError(f"card {self.name!r} input {spec.name!r}: {what} needs 1 or {channels} values "
+                                         f"for {spec.color}, got {len(getattr(spec, what))}")
             if spec.resize not in RESIZES:
                 raise ModelCardError(f"card {self.name!r} input {spec.name!r}: resize must be one of {RESIZES}, got {spec.resize!r}")
 
@@ -178,6 +186,45 @@ _NESTED = {
 }
 _SEQ = {(ModelCard, "inputs"): InputSpec, (ModelCard, "outputs"): OutputSpec}
 
+_Dim = Union[Annotated[int, Meta(ge=1, le=16384)], str, None]  # a fixed size >= 1, or a named/unknown dynamic one
+_Positive = Annotated[float, Meta(gt=0)]
+#: The JSON type of every plain field, checked with msgspec where the card enters (a wrong type
+#: anywhere is an error naming the card and the field, never a traceback later).
+_JSON_TYPES: dict[tuple[type, str], Any] = {
+    (ModelCard, "name"): str, (ModelCard, "task"): str, (ModelCard, "format"): str,
+    (ModelCard, "file"): Annotated[str, Meta(min_length=1)], (ModelCard, "sha256"): str,
+    (ModelCard, "description"): str, (ModelCard, "size"): Union[Annotated[int, Meta(ge=0)], None],
+    (ModelCard, "thresholds"): dict[str, Any], (ModelCard, "extra"): dict[str, Any], (ModelCard, "schema"): int,
+    (ModelCard, "inputs"): Annotated[list, Meta(min_length=1)], (ModelCard, "outputs"): Annotated[list, Meta(min_length=1)],
+    (InputSpec, "name"): str, (InputSpec, "shape"): Annotated[tuple[_Dim, ...], Meta(min_length=1, max_length=8)],
+    (InputSpec, "layout"): str, (InputSpec, "dtype"): Literal[DTYPES], (InputSpec, "color"): str,
+    (InputSpec, "mean"): Annotated[tuple[float, ...], Meta(min_length=1, max_length=4)],
+    (InputSpec, "std"): Annotated[tuple[_Positive, ...], Meta(min_length=1, max_length=4)],
+    (InputSpec, "resize"): str, (InputSpec, "resize_shorter"): Union[Annotated[int, Meta(ge=1, le=16384)], None],
+    (InputSpec, "pad_value"): float, (InputSpec, "interpolation"): str,
+    (OutputSpec, "name"): str, (OutputSpec, "shape"): tuple[_Dim, ...], (OutputSpec, "meaning"): str,
+    (Quantization, "scale"): _Positive, (Quantization, "zero_point"): Annotated[int, Meta(ge=-128, le=255)],
+    (Licence, "spdx"): str, (Licence, "non_commercial"): bool, (Licence, "note"): str,
+    (Source, "url"): Union[str, None], (Source, "pypi"): Union[dict[str, str], None],
+    (Source, "homepage"): Union[str, None], (Source, "note"): str,
+    (LabelsRef, "file"): Annotated[str, Meta(min_length=1)], (LabelsRef, "sha256"): str,
+    (LabelsRef, "first"): Annotated[int, Meta(ge=0)], (LabelsRef, "exclude"): tuple[str, ...],
+}
+
+
+def _check_json_type(cls, key: str, value, origin: str):
+    """``value`` converted to the field's JSON type (lists become tuples), or a ModelCardError."""
+    import msgspec
+
+    kind = _JSON_TYPES.get((cls, key))
+    if kind is None:
+        return value
+    try:
+        return msgspec.convert(value, type=kind, strict=True)
+    except msgspec.ValidationError as e:
+        detail = str(e).replace("`$`", "the value").replace("$", key)
+        raise ModelCardError(f"{origin}: field {key!r} of {cls.__name__}: {detail}") from None
+
 
 def _build(cls, data, origin: str):
     if not isinstance(data, dict):
@@ -187,8 +234,14 @@ def _build(cls, data, origin: str):
     if unknown:
         raise ModelCardError(f"{origin}: unknown field(s) {sorted(unknown)} in {cls.__name__} "
                              f"(valid: {', '.join(known)})")
+    if cls is ModelCard:
+        for key in ("inputs", "outputs"):
+            if key not in data:
+                raise ModelCardError(f"{origin}: field {key!r} is missing: a card must describe its model's "
+                                     f"{key} (a guess would give confident, wrong results)")
     kwargs = {}
     for key, value in data.items():
+        value = _check_json_type(cls, key, value, origin)
         sub = _NESTED.get((cls, key))
         seq = _SEQ.get((cls, key))
         if sub is not None and value is not None:

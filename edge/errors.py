@@ -176,3 +176,11 @@ class BundleKeyError(BundleError, ValueError):
 
 class ServiceError(EdgeError):
     """The detection service could not start (e.g. its health port is already in use)."""
+
+
+class ReleaseNotFoundError(BundleError):
+    """No bundle at the given or default place (the message says how to provide one)."""
+
+
+class BundleArchiveError(BundleIntegrityError):
+    """A bundle archive is refused before or while extracting: too large, too many members, unsafe member."""

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from edge.errors import ImageLoadError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageNotFoundError", "load_image", "header_size"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "MAX_FILE_BYTES", "ImageNotFoundError", "load_image", "header_size"]
 
 #: Suffixes (lower case) that :func:`load_image` and the folder sources treat as images.
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
@@ -39,6 +41,8 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 #: decoded as BGR). Headers this module cannot parse (WebP, TIFF) fall back to OpenCV's own
 #: limit, ``OPENCV_IO_MAX_IMAGE_PIXELS`` (2**30 by default).
 MAX_PIXELS = 100_000_000
+#: Largest image file read at all (a 100-Mpixel PNG is well under it).
+MAX_FILE_BYTES = 512 * 1024 * 1024
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI = b"\xff\xd8"
@@ -102,14 +106,32 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; refuses anything but a regular file of at most MAX_FILE_BYTES.
+
+    The file is opened non-blocking and checked with ``fstat`` before a byte is read, so a named
+    pipe or a device given as an image is refused at once instead of blocking forever.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ImageNotFoundError(f"image file not found: {path}") from None
-    except IsADirectoryError:
-        raise ImageLoadError(f"cannot load image {path}: it is a directory") from None
     except OSError as exc:
         raise ImageLoadError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise ImageLoadError(f"cannot load image {path}: it is a directory")
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageLoadError(f"cannot load image {path}: not a regular file (pipes, devices and sockets "
+                                 "are refused; for a camera use --source)")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageLoadError(f"cannot load image {path}: {st.st_size:,} bytes, more than the "
+                                 f"{MAX_FILE_BYTES:,}-byte limit for an image file")
+        try:
+            return f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ImageLoadError(f"cannot read image {path}: {exc.strerror or exc}") from exc
 
 
 def _reduction(size: tuple[int, int] | None, max_side: int | None, is_jpeg: bool) -> int:

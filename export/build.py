@@ -117,6 +117,7 @@ class BuildOptions:
     fallback: bool = True
     work_dir: str | Path | None = None
     progress: Callable[[str], None] = field(default=lambda msg: None, compare=False)
+    user: object = None  # export.user_build.UserInputs: the user's models and data per role
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def check_licences(sources: Sequence[SourceModel], accept: bool) -> list[str]:
     """
     flagged = []
     for s in sources:
-        card = get_card(s.name)
+        card = _source_card(s)
         if card.non_commercial:
             flagged.append(f"{s.name} ({card.licence.spdx}: {card.licence.note or 'non-commercial'})")
     if flagged and not accept:
@@ -185,6 +186,14 @@ def check_licences(sources: Sequence[SourceModel], accept: bool) -> list[str]:
                            f"--accept-licence to build a bundle containing it anyway (the report flags it), or "
                            f"choose the default embedder '{DEFAULT_EMBEDDER}' (Apache-2.0).")
     return flagged
+
+
+def _source_card(s: SourceModel):
+    if s.path is not None:  # a user's model (export.user_build)
+        from edge.registry import resolve
+
+        return resolve(str(s.path)).card
+    return get_card(s.name)
 
 
 def _labels(card) -> Path | None:
@@ -203,6 +212,7 @@ def _model_report(o: ModelOutcome) -> dict:
            "calibration": {"hash": o.calibration_hash, "note": o.calibration_note,
                            "images": o.calibration_images, "tflite_statistic": o.calibration_stat,
                            "tflite_trials": o.calibration_trials},
+           "splits": o.splits,
            "prep": o.prep, "variants": variants, "chosen": chosen, "fallback": o.fallback}
     base = next((v for v in o.variants if v.key == o.chosen.key and not v.keep_float), None)
     if o.chosen.keep_float and base is not None and base.latency_ms and o.chosen.latency_ms:
@@ -254,10 +264,21 @@ def build(options: BuildOptions) -> BuildResult:
         work_parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="edgesight-build-", dir=work_parent))
     try:
+        if options.user:  # export.user_build: the user's models and data replace the built-in ones
+            from dataclasses import replace as _replace
+
+            from export.user_build import apply_user_inputs
+
+            sources, user_data = apply_user_inputs(sources, options.user, tmp, progress)
+            flagged = check_licences(sources, options.accept_licence)
+            ctx = _replace(ctx, user_data=user_data)
         outcomes = [ModelBuild(s, tmp, ctx).run() for s in sources]
         from export.bundle import BundleEntry
 
-        entries = [BundleEntry(o.source.role, o.chosen.path, o.chosen.card, _labels(o.card)) for o in outcomes]
+        from export.ship import shipped_model  # output-identical rewrites applied to what ships
+
+        entries = [BundleEntry(o.source.role, *shipped_model(o.chosen.path, o.chosen.card, tmp, prep=o.prep),
+                               _labels(o.card)) for o in outcomes]
         finished = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         report = {"profile": {"name": profile.name, "board": profile.board, "backend": backend,
                               "threads": profile.runtime.threads, "path": str(options.profile)},

@@ -67,6 +67,7 @@ class SourceModel:
     name: str
     loader: str | None = None
     exporter: str | None = None
+    path: Path | None = None  # a user's model file (its card beside it), instead of a registry name
 
     @property
     def is_torch(self) -> bool:
@@ -85,6 +86,7 @@ class BuildContext:
     max_calibration: int = 64
     fallback: bool = True
     progress: Callable[[str], None] = lambda msg: None
+    user_data: dict = field(default_factory=dict)  # role -> export.roles.RoleData from the user's data
 
 
 @dataclass
@@ -101,16 +103,19 @@ class VariantReport:
     keep_float: tuple[str, ...] = ()
     note: str = ""
     card: ModelCard | None = None
+    report: object = None  # export.gates.GateResult on the report split
+    refused: tuple[str, ...] = ()  # int8 targets missed (export.targets)
 
     @property
     def passed(self) -> bool:
-        return self.gate is not None and self.gate.passed
+        return self.gate is not None and self.gate.passed and not self.refused
 
     def to_dict(self) -> dict:
         return {"key": self.key, "file": self.path.name, "size": self.size, "seconds": round(self.seconds, 2),
                 "agreement": self.agreement, "latency_ms": self.latency_ms,
                 "gate": self.gate.to_dict() if self.gate is not None else None, "passed": self.passed,
-                "kept_float": list(self.keep_float), "note": self.note}
+                "report": self.report.to_dict() if self.report is not None else None,
+                "refused": list(self.refused), "kept_float": list(self.keep_float), "note": self.note}
 
 
 @dataclass
@@ -130,6 +135,7 @@ class ModelOutcome:
     fallback: list[dict]
     calibration_trials: list[dict] = field(default_factory=list)
     calibration_stat: str | None = None
+    splits: dict = field(default_factory=dict)
 
 
 def _call(spec: str, *args):
@@ -175,8 +181,8 @@ class ModelBuild:
         self.source, self.ctx = source, ctx
         self.work = Path(work) / source.name
         self.work.mkdir(parents=True, exist_ok=True)
-        self.card = get_card(source.name)
-        self.ref = resolve(source.name)
+        self.ref = resolve(str(source.path) if source.path is not None else source.name)
+        self.card = self.ref.card if source.path is not None else get_card(source.name)
         self._qsvs: dict | None = None
         self._onnx_fallback: list | None = None
         self._calibration_trials: list[dict] = []
@@ -356,15 +362,18 @@ class ModelBuild:
         from export.gates import make_gate
         from export.roles import calibration_reader, role_data
 
+        from export.report_split import paired_speedup, report_variants, selection_limits
+
         float_onnx, float_card, prep = self.float_onnx()
-        data = role_data(self.source.role, model_name=self.source.name)
+        data = self.ctx.user_data.get(self.source.role) or role_data(self.source.role, model_name=self.source.name)
         self.say(f"loading calibration data ({data.note})")
-        reader = calibration_reader(self.source.role, float_card, max_images=self.ctx.max_calibration)
+        reader = calibration_reader(self.source.role, float_card, max_images=self.ctx.max_calibration, data=data)
         feeds = reader.feeds(0)
         reference = _run(float_onnx, "onnxruntime", feeds)
-        gate = make_gate(self.source.role, float_onnx, float_card, self.ctx.limits, data=data,
-                         threads=self.ctx.threads)
-        self.say("measuring the float model on the evaluation data")
+        # Every choice below (statistic, layers kept float, verdict) is made on the selection split.
+        gate = make_gate(self.source.role, float_onnx, float_card, selection_limits(self.source.role, self.ctx.limits),
+                         data=data.selecting(), threads=self.ctx.threads)
+        self.say("measuring the float model on the selection split")
         gate.reference  # noqa: B018 - measure the float model once, up front (progress is clearer)
         variants: list[VariantReport] = []
         fp32_tflite: Path | None = None
@@ -389,11 +398,17 @@ class ModelBuild:
         for v in variants:
             if get_target(v.key).format.value == self.ctx.runtime_format:
                 v.latency_ms = measure_latency_ms(v.path, self.ctx.runtime_backend, self.ctx.threads, feeds)
+        report_gate = make_gate(self.source.role, float_onnx, float_card, self.ctx.limits, data=data,
+                                threads=self.ctx.threads)
+        self.say("measuring the variants on the report split (nothing is chosen on it)")
+        report_variants(self.source.role, variants, gate, report_gate, self.ctx.runtime_format, self.say,
+                        speed=lambda a, b: paired_speedup(a, b, self.ctx.runtime_backend, self.ctx.threads, feeds))
         chosen, reason = self._choose(variants)
         chosen.card = self._final_card(chosen)
         cal_hash = reader.hash
         return ModelOutcome(self.source, self.card, float_onnx, variants, chosen, reason, cal_hash, data.note,
-                            len(reader), prep, fallback_log, self._calibration_trials, self._calibration_stat)
+                            len(reader), prep, fallback_log, self._calibration_trials, self._calibration_stat,
+                            splits=data.record())
 
     def _choose(self, variants: list[VariantReport]) -> tuple[VariantReport, str]:
         fmt = self.ctx.runtime_format
@@ -403,7 +418,7 @@ class ModelBuild:
             raise ExportStepError(self.source.name, "choose", f"no {fmt} variant was built (check --formats)")
         if not ok:
             raise ExportStepError(self.source.name, "choose", f"no {fmt} variant passed its gate: " + "; ".join(
-                f"{v.path.name}: {', '.join(v.gate.failures)}" for v in mine))
+                f"{v.path.name}: {', '.join(tuple(v.gate.failures) + v.refused)}" for v in mine))
         fastest = min(ok, key=lambda v: v.latency_ms)
         # Within timing noise of the fastest, the smaller file wins (fp16 runs at fp32 speed on a CPU).
         ties = [v for v in ok if v.latency_ms <= fastest.latency_ms * (1 + LATENCY_TIE)]
@@ -415,7 +430,8 @@ class ModelBuild:
                       f"({best.latency_ms:.2f} ms here vs {fastest.latency_ms:.2f} ms for {fastest.path.name})")
         if rejected:
             reason += "; faster but rejected by the gate: " + ", ".join(
-                f"{v.path.name} ({v.latency_ms:.2f} ms: {'; '.join(v.gate.failures)})" for v in rejected)
+                f"{v.path.name} ({v.latency_ms:.2f} ms: {'; '.join(tuple(v.gate.failures) + v.refused)})"
+                for v in rejected)
         return best, reason
 
     def _final_card(self, v: VariantReport) -> ModelCard:

@@ -36,7 +36,7 @@ from edge.imageio import IMAGE_SUFFIXES, load_image
 from edge.preprocess import prepare
 from export.variants import ExportStepError
 
-__all__ = ["CalibrationError", "Split", "FeedReader", "ImageFolderReader", "list_images", "split_files",
+__all__ = ["CalibrationError", "Split", "ThreeWaySplit", "split_three", "THREE_WAY_FRACTIONS", "FeedReader", "ImageFolderReader", "list_images", "split_files",
            "calibration_hash", "face_crops", "FACE_CROPPERS", "crops_reader", "SPLIT_SALT",
            "DEFAULT_CALIBRATION_FRACTION", "read_image", "largest_face"]
 
@@ -110,6 +110,43 @@ def split_files(files: Sequence[str | Path], calibration_fraction: float = DEFAU
         raise ValueError(f"splitting {len(paths)} file(s) at {calibration_fraction} leaves "
                          f"{'no calibration' if not cal else 'no evaluation'} file; use more images")
     return Split(cal, ev)
+
+
+#: Default shares of (calibration, selection); the rest is the report split.
+THREE_WAY_FRACTIONS = (0.3, 0.3)
+
+
+@dataclass(frozen=True)
+class ThreeWaySplit:
+    """Disjoint calibration, selection (what choices are made on) and report files (all sorted)."""
+
+    calibration: tuple[Path, ...]
+    selection: tuple[Path, ...]
+    report: tuple[Path, ...]
+
+
+def split_three(files: Sequence[str | Path], fractions: tuple[float, float] = THREE_WAY_FRACTIONS, *,
+                key: Callable[[Path], str] = lambda p: p.name) -> ThreeWaySplit:
+    """Split ``files`` deterministically into calibration, selection and report by name hash.
+
+    Same hash as :func:`split_files`: a file with hash ``u`` goes to calibration when
+    ``u < fractions[0]``, to selection when ``u < fractions[0] + fractions[1]``, else to report.
+
+    Raises:
+        ValueError: fractions that do not leave room for all three, or an empty side.
+    """
+    cal, sel = fractions
+    if cal <= 0 or sel <= 0 or cal + sel >= 1:
+        raise ValueError(f"split fractions must be positive with a sum below 1, got {fractions}")
+    paths = sorted(Path(f) for f in files)
+    u = {p: _unit_hash(key(p)) for p in paths}
+    out = ThreeWaySplit(tuple(p for p in paths if u[p] < cal), tuple(p for p in paths if cal <= u[p] < cal + sel),
+                        tuple(p for p in paths if u[p] >= cal + sel))
+    empty = [n for n in ("calibration", "selection", "report") if not getattr(out, n)]
+    if empty:
+        raise ValueError(f"splitting {len(paths)} file(s) at {fractions} leaves no {' and no '.join(empty)} "
+                         "file; use more images")
+    return out
 
 
 def calibration_hash(files: Sequence[str | Path]) -> str:

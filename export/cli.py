@@ -9,7 +9,7 @@ from export import __version__
 
 
 #: Sub-command modules (``export.cli_<name>`` with ``add_parser(subparsers)``), in help order.
-COMMAND_MODULES = ("cli_classifier", "cli_convert", "cli_build", "cli_keygen", "cli_liveness")
+COMMAND_MODULES = ("cli_classifier", "cli_convert", "cli_build", "cli_keygen", "cli_liveness", "cli_profiles")
 
 
 def build_parser() -> argparse.ArgumentParser:

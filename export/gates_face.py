@@ -94,7 +94,12 @@ class FaceEmbedderGate(Gate):
             from export.calibration import read_image
 
             root = self.data.evaluation[0].parent.parent if self.data.evaluation else Path(LFW_DIR)
-            files, pairs = lfw_pairs(root)
+            files, _ = lfw_pairs(root)
+            if self.data.evaluation:  # this split's people only (selection or report)
+                wanted = {Path(f).resolve() for f in self.data.evaluation}
+                files = [f for f in files if f.resolve() in wanted]
+            who = [f.parent.name for f in files]
+            pairs = [(a, b, who[a] == who[b]) for a in range(len(files)) for b in range(a + 1, len(files))]
             det = default_face_detector(self.threads)
             try:
                 self._crops = np.stack([align_lfw_crop(read_image(f, self.card.name), det)[0] for f in files])
@@ -114,6 +119,23 @@ class FaceEmbedderGate(Gate):
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         unit = np.where(norms > 0, feats / np.maximum(norms, 1e-12), 0.0)
         return {"unit": unit, "raw": raw}
+
+    def rates_at(self, path, threshold: float, *, card=None, backend: str | None = None) -> dict:
+        """FAR and TAR of the variant at ``path`` on this gate's pairs at a *given* threshold.
+
+        Used to check a threshold derived on the selection pairs against the report pairs
+        (other people): the FAR here is the one a user gets.
+        """
+        _, pairs = self._lfw()
+        unit = self._measure(Path(path), card or self.card, backend)["unit"]
+        i = np.array([p[0] for p in pairs])
+        j = np.array([p[1] for p in pairs])
+        same = np.array([p[2] for p in pairs], bool)
+        scores = np.sum(unit[i] * unit[j], axis=1)
+        accept = scores >= threshold
+        return {"threshold": float(threshold), "far": float(accept[~same].mean()), "tar": float(accept[same].mean()),
+                "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum()),
+                "far_resolution": 1.0 / max(1, int((~same).sum())), "tar_resolution": 1.0 / max(1, int(same.sum()))}
 
     def _compare(self, ref, got):
         from edge.face.verification import roc_auc, tar_at_far

@@ -182,7 +182,7 @@ def make_onnx_variants(source: str | Path, card: ModelCard, out_dir: str | Path,
             rewrites.append(RewriteEffect(r.name, r.nodes, r.max_abs_diff, before, after))
             say(f"{card.name}: rewrite {r.name} ×{r.nodes}: identical output (max |Δ| {r.max_abs_diff}), "
                 f"{before:.2f} → {after:.2f} ms")
-    gate = make_gate(role, fp32, card, limits, data=data, data_dir=data_dir)
+    gate = make_gate(role, fp32, card, limits, data=data.selecting(), data_dir=data_dir)  # choices: selection split
     lat = lambda p: {t: measure_latency(p, feeds, threads=t).min_ms for t in threads}  # noqa: E731
     records = [VariantRecord("onnx_fp32", fp32, prep_res.size, gate.float_result(), lat(fp32),
                              time.perf_counter() - t0)]

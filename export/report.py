@@ -52,6 +52,11 @@ def _model_section(m: dict) -> list[str]:
         lines += ["- full-integer activation ranges tried (all-int8 model, gate score): " + ", ".join(
             f"{t['statistic']} {t['score']:.4f}{' pass' if t['passed'] else ''}" for t in trials)
             + f" → **{m['calibration']['tflite_statistic']}**", ""]
+    splits = m.get("splits") or {}
+    if splits:
+        lines += ["- splits (disjoint; sha256 of sorted names + bytes): " + "; ".join(
+            f"{k} {splits[k]['files']} files `{(splits[k]['sha256'] or '')[:12]}`"
+            for k in ("calibration", "selection", "report") if k in splits), ""]
     names = KEY_METRICS.get(role, ())
     head = ["variant", "size", "ms here", "cosine vs float", *names, "gate"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -63,6 +68,22 @@ def _model_section(m: dict) -> list[str]:
         lines.append("| " + " | ".join([f"{v['file']}{kept}", _mb(v["size"]), _ms(v["latency_ms"]),
                                          _fmt(v["agreement"].get("cosine")),
                                          *[_fmt(metrics.get(n)) for n in names], verdict]) + " |")
+    reported = [v for v in m["variants"] if v.get("report")]
+    if reported:
+        lines += ["", "Report split (nothing was chosen on these figures; float first, then the variant):", "",
+                  "| variant | " + " | ".join(f"{n} float | {n}" for n in names) + " | resolution | int8 target |",
+                  "|" + "---|" * (3 + 2 * len(names))]
+        for v in reported:
+            rm = v["report"]["metrics"]
+            res = rm.get("resolution") or rm.get("far_resolution") or (1 / rm["images"] if rm.get("images") else None)
+            cells = [f"{_fmt(rm.get(n + '_float') if n + '_float' in rm else None)} | {_fmt(rm.get(n))}" for n in names]
+            target = "refused: " + "; ".join(v["refused"]) if v.get("refused") else "met / n.a."
+            lines.append(f"| {v['file']} | " + " | ".join(cells) + f" | {_fmt(res)} | {target} |")
+            tc = rm.get("threshold_check")
+            if tc:
+                lines.append(f"| ↳ threshold {tc['threshold']:.4f} (from selection) on report pairs | FAR "
+                             f"{tc['far']:.4f} (target {tc['target_far']:g}, resolution {tc['far_resolution']:.1e}), "
+                             f"TAR {tc['tar']:.3f} |" + " |" * (2 * len(names) - 1) + " | |")
     if m.get("fallback"):
         lines += ["", "Layers kept in float (full-integer TFLite fallback):", ""]
         for step in m["fallback"]:

@@ -2,20 +2,25 @@
 
 The policy, in one place (every folder is relative to the data directory, ``edge.paths.data_dir()``):
 
-======================  =================================  ==========================================
-role                    calibration                        evaluation (disjoint from calibration)
-======================  =================================  ==========================================
-classifier              coco128 images, hash split half    the other half + every ``samples/`` image
-detector                coco128 images, hash split half    the other half, with its boxes
-face detector           deepface photos, hash split half   the other half + antispoof + face samples
-face embedder           deepface photos (aligned crops)    all aligned LFW pairs (another source)
-liveness                deepface photos (enlarged crops)   antispoof live/spoof + face samples
-======================  =================================  ==========================================
+Three disjoint splits per role: **calibration** (quantiser ranges), **selection** (everything
+the build chooses on: calibration statistic, layers kept in float, the gate verdict, the face
+threshold) and **report** (the figures the bundle's report states; nothing is chosen on them).
+Files are split by a salted hash of their name (:func:`export.calibration.split_three`), so
+adding a file never moves another.
 
-The embedder is calibrated on deepface and evaluated on LFW (rather than splitting LFW) so
-that the evaluation keeps all 100 genuine and 19,800 impostor LFW pairs. ImageNet labels are
-known only for a few sample images (:data:`LABELLED_SAMPLES`); the classifier's labelled top-1
-is measured on those alone and says little beyond "no obvious regression".
+==============  ===============================  ==========================  ===============================
+role            calibration                      selection                   report
+==============  ===============================  ==========================  ===============================
+classifier      imagenet_samples, 30 %           imagenet_samples, 30 %      imagenet_samples, 40 % (labelled)
+detector        coco128, 30 %                    coco128, 30 % (boxes)       coco128, 40 % (boxes)
+face detector   deepface photos, 50 %            deepface photos, 20 %       deepface 30 % + antispoof + samples
+face embedder   deepface photos (aligned)        LFW, half of the people     LFW, the other half of the people
+liveness        deepface photos, 50 %            deepface photos, 50 %       antispoof (labelled) + samples
+==============  ===============================  ==========================  ===============================
+
+The embedder's LFW people are split by person (the folder name), so the threshold derived on the
+selection pairs is checked on pairs of other people. ``labels.csv`` of ``imagenet_samples`` gives
+the classifier's labelled top-1 / top-5 on the selection and report splits.
 """
 
 from __future__ import annotations
@@ -27,21 +32,24 @@ from pathlib import Path
 from edge import paths
 from edge.cards import ModelCard
 from export.calibration import (CalibrationError, FeedReader, ImageFolderReader, calibration_hash, crops_reader,
-                                face_crops, list_images, split_files)
+                                face_crops, list_images, split_files, split_three)
 
 __all__ = ["Role", "RoleData", "role_of", "role_data", "calibration_reader", "LABELLED_SAMPLES",
            "LIVENESS_SAMPLES", "FACE_SAMPLES", "COCO_DIR", "DEEPFACE_DIR", "LFW_DIR", "ANTISPOOF_DIR",
-           "SAMPLES_DIR", "default_face_detector", "face_detector_input"]
+           "SAMPLES_DIR", "IMAGENET_DIR", "default_face_detector", "face_detector_input", "split_record"]
 
 COCO_DIR = "coco128"
+IMAGENET_DIR = "imagenet_samples"
 DEEPFACE_DIR = "faces/deepface"
 LFW_DIR = "faces/lfw100_aligned"
 ANTISPOOF_DIR = "antispoof"
 SAMPLES_DIR = "samples"
+#: (calibration, selection) shares of the 61 deepface photos for the face detector.
+FACE_DETECTOR_FRACTIONS = (0.5, 0.2)
 #: Sample photos with faces, used as extra evaluation images for the face roles.
 FACE_SAMPLES = ("face.jpg", "grace_hopper.bmp", "group_t1.jpg", "zidane.jpg")
-#: Sample images whose ImageNet class is known (checked by eye); any listed label is correct.
-#: owl.jpg (a burrowing owl), pets.jpg (two breeds), sunflower.bmp (no such class) are left out.
+#: Sample images whose ImageNet class is known (checked by eye; kept for tests and demos, the gate
+#: uses ``imagenet_samples/labels.csv``). owl.jpg, pets.jpg, sunflower.bmp are left out.
 LABELLED_SAMPLES: dict[str, tuple[str, ...]] = {
     "bird.bmp": ("chickadee",),
     "cat.bmp": ("tabby, tabby cat", "tiger cat", "Egyptian cat"),
@@ -86,21 +94,56 @@ def role_of(card: ModelCard) -> Role:
 
 @dataclass(frozen=True)
 class RoleData:
-    """The calibration and evaluation files of a role (disjoint)."""
+    """The calibration, selection and report (``evaluation``) files of a role (disjoint).
+
+    Attributes:
+        evaluation: the report split (what the gate measures unless :meth:`selecting` is used).
+        selection: the split choices are made on.
+        labelled: labelled-classification source (CSV or folder, :mod:`edge.evaluate.classification`).
+    """
 
     role: Role
     calibration: tuple[Path, ...]
     evaluation: tuple[Path, ...]
     note: str
+    selection: tuple[Path, ...] = ()
+    labelled: Path | None = None
 
     def __post_init__(self) -> None:
-        overlap = set(self.calibration) & set(self.evaluation)
-        if overlap:  # a policy bug, never a user error
-            raise AssertionError(f"{self.role.value}: calibration and evaluation share {sorted(overlap)[:3]}")
+        sides = {"calibration": set(self.calibration), "selection": set(self.selection),
+                 "report": set(self.evaluation)}
+        for a, b in (("calibration", "selection"), ("calibration", "report"), ("selection", "report")):
+            overlap = sides[a] & sides[b]
+            if overlap:  # a policy bug, never a user error
+                raise AssertionError(f"{self.role.value}: {a} and {b} share {sorted(overlap)[:3]}")
 
     @property
     def calibration_hash(self) -> str:
         return calibration_hash(self.calibration)
+
+    def selecting(self) -> "RoleData":
+        """The same data with the selection split in the evaluation slot (for the choosing gate).
+
+        Raises:
+            ValueError: this role data has no selection split.
+        """
+        if not self.selection:
+            raise ValueError(f"{self.role.value}: no selection split")
+        return RoleData(self.role, self.calibration, self.selection, f"selection split of: {self.note}",
+                        labelled=self.labelled)
+
+    def record(self) -> dict:
+        """JSON-ready description of the three splits: counts and hashes (:func:`split_record`)."""
+        return {"note": self.note, "calibration": split_record(self.calibration),
+                "selection": split_record(self.selection), "report": split_record(self.evaluation)}
+
+
+def split_record(files) -> dict:
+    """``{"files": n, "sha256": calibration_hash, "first": name}`` of one split (empty: zeros)."""
+    files = tuple(files)
+    if not files:
+        return {"files": 0, "sha256": None}
+    return {"files": len(files), "sha256": calibration_hash(files), "first": min(Path(f).name for f in files)}
 
 
 def _data_root(data_dir: str | Path | None, model_name: str) -> Path:
@@ -111,40 +154,53 @@ def _data_root(data_dir: str | Path | None, model_name: str) -> Path:
 
 
 def role_data(role: Role | str, data_dir: str | Path | None = None, *, model_name: str = "model") -> RoleData:
-    """The files that calibrate and evaluate ``role`` (see the module table).
+    """The files that calibrate, select and report ``role`` (see the module table).
 
     Raises:
         CalibrationError: a folder is missing or empty.
     """
     role = Role(role)
     root = _data_root(data_dir, model_name)
-    if role in (Role.CLASSIFIER, Role.DETECTOR):
-        split = split_files(list_images(root / COCO_DIR / "images", model_name))
-        extra: tuple[Path, ...] = ()
-        if role is Role.CLASSIFIER:
-            extra = tuple(list_images(root / SAMPLES_DIR, model_name))
-        return RoleData(role, split.calibration, split.evaluation + extra,
-                        f"coco128 split by name hash: {len(split.calibration)} calibration / "
-                        f"{len(split.evaluation)} evaluation images" + (f" + {len(extra)} samples" if extra else ""))
+    if role is Role.CLASSIFIER:
+        folder = root / IMAGENET_DIR
+        csv = folder / "labels.csv"
+        if not csv.is_file():
+            raise CalibrationError(model_name, f"labelled classification data missing: {csv}")
+        s3 = split_three(list_images(folder, model_name))
+        return RoleData(role, s3.calibration, s3.report,
+                        f"{IMAGENET_DIR} (labelled, one image per class) split by name hash: "
+                        f"{len(s3.calibration)} calibration / {len(s3.selection)} selection / {len(s3.report)} report",
+                        selection=s3.selection, labelled=csv)
+    if role is Role.DETECTOR:
+        s3 = split_three(list_images(root / COCO_DIR / "images", model_name))
+        return RoleData(role, s3.calibration, s3.report,
+                        f"coco128 split by name hash: {len(s3.calibration)} calibration / {len(s3.selection)} "
+                        f"selection / {len(s3.report)} report images", selection=s3.selection)
     faces = list_images(root / DEEPFACE_DIR, model_name)
     samples = tuple(root / SAMPLES_DIR / n for n in FACE_SAMPLES if (root / SAMPLES_DIR / n).is_file())
     if role is Role.FACE_DETECTOR:
-        split = split_files(faces)
+        s3 = split_three(faces, FACE_DETECTOR_FRACTIONS)  # only 61 photos: calibration needs about half
         spoof = tuple(list_images(root / ANTISPOOF_DIR, model_name))
-        return RoleData(role, split.calibration, split.evaluation + spoof + samples,
-                        f"deepface photos split by name hash: {len(split.calibration)} calibration / "
-                        f"{len(split.evaluation)} evaluation, + {len(spoof)} antispoof + {len(samples)} samples")
+        return RoleData(role, s3.calibration, s3.report + spoof + samples,
+                        f"deepface photos split by name hash: {len(s3.calibration)} calibration / "
+                        f"{len(s3.selection)} selection / {len(s3.report)} report, + {len(spoof)} antispoof + "
+                        f"{len(samples)} samples in report", selection=s3.selection)
     if role is Role.FACE_EMBEDDER:
-        lfw = tuple(list_images(root / LFW_DIR, model_name, recursive=True))
-        return RoleData(role, tuple(faces), lfw,
-                        f"calibration: {len(faces)} deepface photos (aligned crops); evaluation: {len(lfw)} LFW crops")
+        lfw = list_images(root / LFW_DIR, model_name, recursive=True)
+        people = split_files(lfw, 0.5, key=lambda p: p.parent.name)
+        return RoleData(role, tuple(faces), people.evaluation,
+                        f"calibration: {len(faces)} deepface photos (aligned crops); selection: "
+                        f"{len(people.calibration)} LFW crops, report: {len(people.evaluation)} LFW crops of "
+                        "other people (split by person)", selection=people.calibration)
     spoof = tuple(root / ANTISPOOF_DIR / n for n in LIVENESS_SAMPLES)
     missing = [str(p) for p in spoof if not p.is_file()]
     if missing:
         raise CalibrationError(model_name, f"liveness samples missing: {', '.join(missing)}")
-    return RoleData(role, tuple(faces), spoof + samples,
-                    f"calibration: {len(faces)} deepface photos (enlarged face crops); evaluation: "
-                    f"{len(spoof)} antispoof + {len(samples)} samples")
+    halves = split_files(faces)
+    return RoleData(role, halves.calibration, spoof + samples,
+                    f"deepface photos split by name hash: {len(halves.calibration)} calibration / "
+                    f"{len(halves.evaluation)} selection (enlarged face crops); report: {len(spoof)} antispoof + "
+                    f"{len(samples)} samples", selection=halves.evaluation)
 
 
 #: Input size a dynamic-shape face detector is calibrated at (YuNet's fixed export).
@@ -180,8 +236,8 @@ def default_face_detector(threads: int | None = 1):
 
 
 def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path | None = None, *,
-                       max_images: int | None = None, face_detector=None, input_name: str | None = None
-                       ) -> FeedReader:
+                       max_images: int | None = None, face_detector=None, input_name: str | None = None,
+                       data: RoleData | None = None) -> FeedReader:
     """A calibration reader for ``card``'s model, made from ``role``'s calibration files.
 
     Args:
@@ -191,12 +247,13 @@ def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path |
         max_images: use at most this many calibration files (the first in sorted order).
         face_detector: detector making face crops (default: float YuNet).
         input_name: graph input name (default: the card's).
+        data: the role's files (default: :func:`role_data`), e.g. the user's.
 
     Raises:
         CalibrationError: missing data, unreadable image, no face found.
     """
     role = Role(role)
-    data = role_data(role, data_dir, model_name=card.name)
+    data = data or role_data(role, data_dir, model_name=card.name)
     files = data.calibration[:max_images] if max_images else data.calibration
     spec = card.inputs[0]
     if role in (Role.CLASSIFIER, Role.DETECTOR):

@@ -73,11 +73,18 @@ class TfliteQuantOptions:
         keep_float: output tensor names (see :func:`export.tflite_fb.list_ops`) of operators
             left in float — the fallback for layers that quantise badly.
         threads: interpreter threads used during calibration.
+        activation_bits: 8 (int8 × int8) or 16 (LiteRT's 16×8: int16 activations, int8 weights;
+            AEQ's ``static_wi8_ai16`` recipe).
     """
 
     stat: CalibrationStat = CalibrationStat.MOVING_AVERAGE
     keep_float: tuple[str, ...] = ()
     threads: int = 2
+    activation_bits: int = 8
+
+    def __post_init__(self) -> None:
+        if self.activation_bits not in (8, 16):
+            raise ValueError(f"TfliteQuantOptions.activation_bits must be 8 or 16, got {self.activation_bits!r}")
 
 
 def converter_versions() -> dict[str, str]:
@@ -297,7 +304,8 @@ def quantize_tflite(float_tflite: str | Path, dst: str | Path, key: str, calibra
                 q = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
                 qsvs = None
             else:
-                q = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
+                q = quantizer.Quantizer(str(src), recipe.static_wi8_ai16() if options.activation_bits == 16
+                                        else recipe.static_wi8_ai8())
                 if qsvs is None:
                     qsvs = calibrate_tflite(src, calibration, options, model_name=name)
             _keep_float(q, options.keep_float)

@@ -35,7 +35,8 @@ from edge.cards import InputSpec, Licence, ModelCard, OutputSpec, Source
 from edge.registry import get_card, sha256_file
 from export.onnx_export import ExportError, export_onnx, onnx_io
 
-__all__ = ["load_ultralytics", "export_ultralytics_onnx", "ultralytics_card", "is_ultralytics_source",
+__all__ = ["load_ultralytics", "export_ultralytics_onnx", "ultralytics_card", "is_ultralytics_source", "is_end2end",
+           "class_names", "write_labels",
            "ULTRA_PAD_VALUE", "COCO_CLASSES"]
 
 #: Ultralytics' LetterBox fill value.
@@ -109,7 +110,7 @@ def _find_yaml(tasks, spec: str) -> str:
 
 
 def load_ultralytics(path_or_yaml: str | Path, *, nc: int | None = None,
-                     allow_pickle: bool = False) -> torch.nn.Module:
+                     allow_pickle: bool = False, end2end: bool | None = None) -> torch.nn.Module:
     """An Ultralytics detection model in eval mode, float32, on the CPU, head in export mode.
 
     Args:
@@ -119,6 +120,8 @@ def load_ultralytics(path_or_yaml: str | Path, *, nc: int | None = None,
         allow_pickle: for a ``.pt`` that does not load with ``torch.load(weights_only=True)``
             against Ultralytics' allow-list, unpickle it fully. A pickle runs code: only for
             files you trust.
+        end2end: use the NMS-free one-to-one head (YOLO26, YOLOv10: output ``[1, 300, 6]``);
+            default: what the config/checkpoint says (``end2end: True`` in ``yolo26.yaml``).
 
     Raises:
         ImportError: ultralytics is not installed (names the extra).
@@ -150,18 +153,54 @@ def load_ultralytics(path_or_yaml: str | Path, *, nc: int | None = None,
     if not isinstance(model, tasks.DetectionModel) or type(model) is not tasks.DetectionModel:
         raise ValueError(f"{spec}: a {type(model).__name__}, only plain detection models are supported")
     model = model.float().cpu().eval()
+    want = bool((getattr(model, "yaml", None) or {}).get("end2end", False)) if end2end is None else end2end
+    head = model.model[-1]
+    if want and getattr(head, "one2one_cv2", None) is None:
+        raise ValueError(f"{spec}: end2end requested but the model has no one-to-one (NMS-free) head")
+    if hasattr(head, "one2one_cv2"):
+        head.end2end = want
     for m in model.modules():
         if hasattr(m, "export") and hasattr(m, "nc"):
             m.export = True  # Detect head: return the [1, 4 + nc, N] tensor only
     return model
 
 
-def ultralytics_card(onnx_path: str | Path, *, name: str, nc: int, source_desc: str) -> ModelCard:
+def is_end2end(model: torch.nn.Module) -> bool:
+    """True when the model's head is NMS-free (one-to-one head selected)."""
+    return bool(getattr(model.model[-1], "end2end", False))
+
+
+def class_names(model: torch.nn.Module) -> list[str] | None:
+    """The class names a checkpoint carries (``model.names``), in class order; ``None`` for defaults."""
+    names = getattr(model, "names", None)
+    if isinstance(names, dict) and names:
+        keys = sorted(names)
+        if keys == list(range(len(keys))):
+            out = [str(names[k]) for k in keys]
+            return None if out == [str(k) for k in keys] else out
+    if isinstance(names, (list, tuple)) and names:
+        return [str(n) for n in names]
+    return None
+
+
+def write_labels(names: list[str], dst: Path) -> "LabelsRef":
+    """Write one class name per line and return the card's reference to it (sha256 included)."""
+    from edge.cards import LabelsRef
+
+    dst.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    return LabelsRef(file=dst.name, sha256=sha256_file(dst), first=0)
+
+
+def ultralytics_card(onnx_path: str | Path, *, name: str, nc: int, source_desc: str, end2end: bool = False,
+                     labels=None) -> ModelCard:
     """The card of an exported Ultralytics ONNX file (see the module docstring)."""
     mp = Path(onnx_path)
     ins, outs, opset = onnx_io(mp)
     (in_name, in_shape), (out_name, out_shape) = ins[0], outs[0]
-    labels = get_card(COCO_LABELS_CARD).labels if nc == COCO_CLASSES else None
+    if labels is None:
+        labels = get_card(COCO_LABELS_CARD).labels if nc == COCO_CLASSES else None
+    meaning = (f"NMS-free: [1, K, 6] rows x1, y1, x2, y2 (input pixels), score, class (of {nc}); best first"
+               if end2end else f"raw: cx, cy, w, h (input pixels), {nc} sigmoid class scores; [1, 4 + C, N]")
     try:
         ultra_version = importlib.metadata.version("ultralytics")
     except importlib.metadata.PackageNotFoundError:
@@ -179,15 +218,16 @@ def ultralytics_card(onnx_path: str | Path, *, name: str, nc: int, source_desc: 
                           mean=(0.0, 0.0, 0.0), std=(ULTRA_PIXEL_SCALE,) * 3, resize="letterbox",
                           pad_value=ULTRA_PAD_VALUE, interpolation="linear"),),
         outputs=(OutputSpec(name=out_name, shape=out_shape,
-                            meaning=f"raw: cx, cy, w, h (input pixels), {nc} sigmoid class scores; [1, 4 + C, N]"),),
+                            meaning=meaning),),
         labels=labels, thresholds=dict(DEFAULT_THRESHOLDS),
         description=f"Ultralytics detector from {source_desc} ({nc} classes), ONNX opset {opset}.",
-        extra={"decoder": "ultralytics", "num_classes": nc, "converter": f"torch.onnx {torch.__version__}",
+        extra={"decoder": "ultralytics_end2end" if end2end else "ultralytics", "num_classes": nc, "converter": f"torch.onnx {torch.__version__}",
                "ultralytics": ultra_version, "opset": opset})
 
 
 def export_ultralytics_onnx(src: str | Path | torch.nn.Module, out_dir: str | Path, imgsz: int = 640,
-                            *, nc: int | None = None, name: str | None = None) -> tuple[Path, Path]:
+                            *, nc: int | None = None, name: str | None = None, end2end: bool | None = None
+                            ) -> tuple[Path, Path]:
     """Export an Ultralytics detector to ``out_dir/<name>.onnx`` plus its card ``<name>.json``.
 
     Args:
@@ -210,17 +250,23 @@ def export_ultralytics_onnx(src: str | Path | torch.nn.Module, out_dir: str | Pa
     if not isinstance(src, torch.nn.Module):
         desc = Path(str(src)).name
         name = name or Path(str(src)).stem
-        src = load_ultralytics(src, nc=nc)
+        src = load_ultralytics(src, nc=nc, end2end=end2end)
     name = name or f"ultralytics_{imgsz}"
     n_cls = int(src.model[-1].nc)
+    e2e = is_end2end(src)
     out = Path(out_dir)
     onnx_path = export_onnx(src, out / f"{name}.onnx", (1, 3, imgsz, imgsz), input_name="images",
                             output_name="output", opset=17)
     _, outs, _ = onnx_io(onnx_path)
     shape = outs[0][1]
-    if len(outs) != 1 or len(shape) != 3 or shape[1] != 4 + n_cls:
+    if e2e:
+        if len(outs) != 1 or len(shape) != 3 or shape[2] != 6:
+            raise ExportError(f"{onnx_path}: outputs {outs}, expected one [1, K, 6] from the NMS-free head")
+    elif len(outs) != 1 or len(shape) != 3 or shape[1] != 4 + n_cls:
         raise ExportError(f"{onnx_path}: outputs {outs}, expected one [1, {4 + n_cls}, N] (head not in export mode?)")
-    card = ultralytics_card(onnx_path, name=name, nc=n_cls, source_desc=desc)
+    names = class_names(src)
+    labels = write_labels(names, out / f"{name}_labels.txt") if names and len(names) == n_cls else None
+    card = ultralytics_card(onnx_path, name=name, nc=n_cls, source_desc=desc, end2end=e2e, labels=labels)
     card_path = out / f"{name}.json"
     tmp = card_path.with_name(f".{card_path.name}.tmp")
     tmp.write_text(card.to_json(), encoding="utf-8")

@@ -14,7 +14,12 @@ from edge import paths
 def _isolated_home(tmp_path_factory):
     """Converters and caches write under $HOME: point everything at a temporary directory."""
     home = tmp_path_factory.mktemp("home")
-    old = {k: os.environ.get(k) for k in ("EDGE_CACHE_DIR", "XDG_CACHE_HOME", "TORCH_HOME", "EDGE_OFFLINE")}
+    old = {k: os.environ.get(k) for k in ("EDGE_CACHE_DIR", "XDG_CACHE_HOME", "TORCH_HOME", "EDGE_OFFLINE",
+                                          "EDGE_BUNDLE", "EDGE_TRUST", "EDGE_RELEASES_DIR")}
+    # No release from the machine running the tests: tests that want one say so.
+    os.environ.pop("EDGE_BUNDLE", None)
+    os.environ.pop("EDGE_TRUST", None)
+    os.environ["EDGE_RELEASES_DIR"] = str(home / "no-releases")
     os.environ["EDGE_CACHE_DIR"] = str(home / "edge-cache")
     os.environ["XDG_CACHE_HOME"] = str(home / "xdg-cache")
     os.environ["TORCH_HOME"] = str(home / "torch")

@@ -80,6 +80,20 @@ def test_report_carries_what_the_issue_asks_for(built):
     assert model["calibration"]["tflite_statistic"] == max(trials, key=lambda t: (t["passed"], t["score"]))["statistic"]
     md = (built / "report.md").read_text()
     assert chosen["file"] in md and "classifier" in md
+    # Three disjoint splits, each recorded by count and hash; the figures stated come from the report split.
+    splits = model["splits"]
+    assert {k: splits[k]["files"] > 50 for k in ("calibration", "selection", "report")} == dict.fromkeys(
+        ("calibration", "selection", "report"), True)
+    assert len({splits[k]["sha256"] for k in ("calibration", "selection", "report")}) == 3
+    assert splits["report"]["files"] > splits["selection"]["files"]
+    for v in model["variants"]:
+        rep = v["report"]["metrics"]
+        assert rep["labelled_images"] == splits["report"]["files"] == rep["images"]
+        assert rep["resolution"] == pytest.approx(1 / splits["report"]["files"])
+        assert v["gate"]["metrics"]["labelled_images"] == splits["selection"]["files"]
+    int8 = next(v for v in model["variants"] if v["key"] == "tflite_int8")
+    assert int8["passed"] == (not int8["refused"] and int8["gate"]["passed"])
+    assert "Report split" in md and splits["report"]["sha256"][:12] in md
 
 
 def test_bundle_model_runs_and_sees_a_cat(built, samples):

@@ -23,7 +23,8 @@ from tests._tiny_onnx import HOSTILE_NODE, colour_net, hostile_net, save, tiny_c
 
 def _subset(role: Role, data_dir, n_cal: int, n_eval: int) -> RoleData:
     d = role_data(role, data_dir)
-    return RoleData(role, d.calibration[:n_cal], d.evaluation[:n_eval], f"test subset of: {d.note}")
+    return RoleData(role, d.calibration[:n_cal], d.evaluation[:n_eval], f"test subset of: {d.note}",
+                    selection=d.selection[:n_eval], labelled=d.labelled)
 
 
 @pytest.fixture(scope="module")
@@ -172,15 +173,15 @@ def test_classifier_mobilenet_v2(tmp_path, model_dir, data_dir):
     onnx_path, card_path = export_mobilenet_v2_onnx(tmp_path / "src")
     card = load_card(card_path)
     data = _subset(Role.CLASSIFIER, data_dir, 16, 20)
-    data = RoleData(Role.CLASSIFIER, data.calibration, data.evaluation + tuple(
-        data_dir / "samples" / n for n in ("cat.bmp", "parrot.jpg", "hot_dog.jpg")), data.note)
     reader = calibration_reader(Role.CLASSIFIER, card, data_dir, max_images=16)
     fp32 = prepare_onnx(onnx_path, tmp_path / "m_fp32.onnx", check_feeds=reader.feeds(0)).path
     gate = make_gate(Role.CLASSIFIER, fp32, card, data=data)
     fp16 = gate.evaluate(convert_onnx_fp16(fp32, tmp_path / "m_fp16.onnx"))
     assert fp16.passed, fp16.failures
     int8 = gate.evaluate(quantize_onnx_int8(fp32, tmp_path / "m_int8.onnx", reader, QuantOptions()))
-    assert int8.metrics["labelled_images"] == 3 and int8.metrics["labelled_top1_float"] == 1.0
+    # 20 labelled ImageNet images of the report split (labels.csv), one image = 5 points.
+    assert int8.metrics["labelled_images"] == 20 and int8.metrics["resolution"] == 0.05
+    assert int8.metrics["labelled_top1_float"] >= 0.6 and int8.metrics["labelled_top5_float"] >= 0.8, int8.metrics
     assert int8.metrics["top5_overlap"] > 0.7 and int8.metrics["top1_agreement"] > 0.6, int8.metrics
 
 
@@ -226,9 +227,13 @@ def test_face_embedder_threshold_is_rederived(tmp_path, model_dir, data_dir):
     reader = calibration_reader(Role.FACE_EMBEDDER, ref.card, data_dir, max_images=16)
     fp32 = prepare_onnx(ref.path, tmp_path / "mfn_fp32.onnx", PrepOptions(rewrite_prelu=True),
                         check_feeds=reader.feeds(0)).path
-    gate = make_gate(Role.FACE_EMBEDDER, fp32, ref.card, data_dir=data_dir)
+    data = role_data(Role.FACE_EMBEDDER, data_dir)
+    report_people = {f.parent.name for f in data.evaluation}
+    assert report_people.isdisjoint({f.parent.name for f in data.selection})  # split by person
+    gate = make_gate(Role.FACE_EMBEDDER, fp32, ref.card, data_dir=data_dir)  # the report split
     flt = gate.float_result()
-    assert flt.metrics["genuine_pairs"] == 100 and flt.metrics["impostor_pairs"] == 19800
+    n = len(report_people)
+    assert 30 < n < 70 and flt.metrics["genuine_pairs"] == n and flt.metrics["impostor_pairs"] == n * (2 * n - 1) - n
     assert flt.metrics["roc_auc"] > 0.98
     res = gate.evaluate(quantize_onnx_int8(fp32, tmp_path / "mfn_int8.onnx", reader,
                                            QuantOptions(calibration=CalibrationMethod.PERCENTILE)))
@@ -237,6 +242,12 @@ def test_face_embedder_threshold_is_rederived(tmp_path, model_dir, data_dir):
     assert th["0.001"] == pytest.approx(res.metrics["threshold_at_target_far"], abs=1e-4)
     assert th["0.001"] != pytest.approx(flt.card_thresholds["cosine_at_far"]["0.001"], abs=1e-4)
     assert res.metrics["roc_auc"] > flt.metrics["roc_auc"] - 0.02
+    # The threshold derived on the report pairs gives, by construction, FAR <= 1e-3 there; checked
+    # on the selection people (other pairs) it is a real measurement with its own resolution.
+    sel = make_gate(Role.FACE_EMBEDDER, fp32, ref.card, data=data.selecting())
+    rates = sel.rates_at(tmp_path / "mfn_int8.onnx", th["0.001"])
+    assert rates["genuine_pairs"] == 100 - n and rates["far_resolution"] == 1 / rates["impostor_pairs"]
+    assert 0.0 <= rates["far"] < 0.01 and rates["tar"] > 0.5, rates
 
 
 @pytest.mark.slow
@@ -253,3 +264,36 @@ def test_liveness_minifasnet(tmp_path, model_dir, data_dir):
     res = gate.evaluate(quantize_onnx_int8(onnx_path, tmp_path / "live_int8.onnx", reader, QuantOptions()))
     assert res.passed, res.failures
     assert res.metrics["agreement"] == 1.0 and res.metrics["max_abs_p_live_diff"] < 0.2
+
+
+# -- three splits and the int8 targets ------------------------------------------------------------
+
+def test_every_role_has_three_disjoint_recorded_splits(data_dir):
+    for role in Role:
+        d = role_data(role, data_dir)
+        assert d.calibration and d.selection and d.evaluation, role
+        assert not (set(d.calibration) & set(d.selection) or set(d.calibration) & set(d.evaluation)
+                    or set(d.selection) & set(d.evaluation)), role
+        rec = d.record()
+        assert [rec[k]["files"] for k in ("calibration", "selection", "report")] == [
+            len(d.calibration), len(d.selection), len(d.evaluation)]
+        assert len({rec[k]["sha256"] for k in ("calibration", "selection", "report")}) == 3
+    cls = role_data(Role.CLASSIFIER, data_dir)
+    assert cls.labelled.name == "labels.csv" and len(cls.calibration) + len(cls.selection) + len(cls.evaluation) == 493
+    with pytest.raises(AssertionError, match="selection and report share"):
+        RoleData(Role.DETECTOR, (), cls.evaluation[:2], "x", selection=cls.evaluation[1:3])
+
+
+def test_int8_targets_name_the_miss():
+    from export.report_split import selection_limits
+    from export.targets import check_target
+
+    m = {"labelled_top1_float": 0.84, "labelled_top1": 0.82}
+    (miss,) = check_target("classifier", "onnx_int8", m, split="report")
+    assert "2.00 points of top-1 below float" in miss and "misses by 1.50" in miss
+    assert check_target("classifier", "onnx_fp16", m) == []  # only int8 variants have targets
+    assert check_target("classifier", "onnx_int8", {"labelled_top1_float": 0.84, "labelled_top1": 0.838}) == []
+    (slow,) = check_target("detector", "tflite_int8", {}, latency_ms=8.0, fp32_latency_ms=10.0)
+    assert "only 1.25x faster" in slow
+    assert selection_limits("detector", GateLimits()).max_map_drop == 0.01
+    assert selection_limits("liveness", GateLimits()) == GateLimits()

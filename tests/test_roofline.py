@@ -278,7 +278,7 @@ def test_calibration_measures_a_peak_and_scales_the_other_precisions():
     assert cal.gflops > 0 and cal.best_s <= cal.median_s and cal.n == 256
     assert cal.gflops_one_thread is not None  # the one-thread child ran
     assert cal.gflops == pytest.approx(max(cal.gflops_all_threads, 2 * cal.gflops_one_thread))
-    spec = calibrated_compute(ComputeSpec(320.0, 1280.0, peak_gflops_fp16=None), cal)
+    spec = calibrated_compute(ComputeSpec(peak_gflops_fp32=320.0, peak_gops_int8=1280.0, peak_gflops_fp16=None), cal)
     assert spec.calibrated is True
     assert spec.peak_gflops_fp32 == pytest.approx(cal.gflops)
     assert spec.peak_gops_int8 == pytest.approx(4 * cal.gflops)

@@ -90,9 +90,11 @@ def _has_processes(a: dict, b: dict) -> bool:
     return len(a.get("process_p50_ms") or ()) >= 2 and len(b.get("process_p50_ms") or ()) >= 2
 
 
-#: The range of a few per-process medians understates the spread of all processes (3 draws
-#: cover about half of it): twice the range approximates a 95 % band.
-BETWEEN_PROCESS_FACTOR = 2.0
+#: Run-to-run noise = this × the wider of the two runs' ranges of per-process medians. 1.0: a
+#: change larger than either run's own process-to-process spread is real (a 9 % slowdown whose
+#: process medians do not overlap those of the other run is "slower"); a wider band (2×, as
+#: before) hid such changes.
+BETWEEN_PROCESS_FACTOR = 1.0
 
 
 def _between_process(a: dict, b: dict) -> float:

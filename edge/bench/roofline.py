@@ -24,7 +24,9 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
+
+import msgspec
 from pathlib import Path
 
 import numpy as np
@@ -327,5 +329,5 @@ def calibrated_compute(compute, calibration: Calibration):
     ratio_int8 = compute.peak_gops_int8 / compute.peak_gflops_fp32
     ratio_fp16 = (compute.peak_gflops_fp16 / compute.peak_gflops_fp32) if compute.peak_gflops_fp16 else None
     g = calibration.gflops
-    return replace(compute, peak_gflops_fp32=g, peak_gops_int8=g * ratio_int8,
+    return msgspec.structs.replace(compute, peak_gflops_fp32=g, peak_gops_int8=g * ratio_int8,
                    peak_gflops_fp16=g * ratio_fp16 if ratio_fp16 else None, calibrated=True)

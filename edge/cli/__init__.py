@@ -16,7 +16,7 @@ EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 #: Sub-command modules, each with ``add_parser(subparsers)``; imported in this order. A module
 #: that is not present (a feature not installed) is skipped.
 COMMAND_MODULES = ("models_cmd", "run_cmd", "demo_cmd", "unlock_cmd", "detect_cmd", "eval_cmd",
-                   "bench_cmd", "bundle_cmd")
+                   "bench_cmd", "bundle_cmd", "info_cmd", "serve_cmd")
 
 
 def _command_modules():
@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad option (argparse printed why): a code, like any error
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -13,13 +13,18 @@ a second Ctrl-C abandons the current measurement too.
 
 from __future__ import annotations
 
+import argparse
+
 import signal
 import sys
 import time
 from dataclasses import asdict
+
+import msgspec
 from pathlib import Path
 
 from edge.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from edge.cli.argtypes import fraction, integer, number, size_wxh, threads
 
 EXIT_INTERRUPTED = 130
 #: Seconds between progress lines when stderr is not a terminal.
@@ -28,45 +33,44 @@ PLAIN_PROGRESS_INTERVAL_S = 5.0
 
 def _csv(kind):
     def parse(text: str):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
         try:
-            return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+            return tuple(kind(x) for x in items)
         except ValueError:
-            raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, "
+                                             f"got {text!r}") from None
     return parse
-
-
-def _size(text: str) -> tuple[int, int]:
-    w, sep, h = text.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit():
-        raise ValueError(f"--input-size must be WIDTHxHEIGHT, e.g. 640x480; got {text!r}")
-    return int(w), int(h)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure latency, memory and efficiency of models on this device",
                        description="Measure load time, first inference, warm latency, throughput, peak memory "
                                    "and roofline efficiency per model variant, backend and thread count.")
-    p.add_argument("--bundle", metavar="DIR", help="a directory of model files with their cards (*.json)")
+    from edge.release import add_release_args
+
+    add_release_args(p)  # --bundle: bench every model of the release (verified first)
     p.add_argument("--model", nargs="+", action="extend", metavar="NAME",
                    help="registry names, model files or card JSONs (default: every shared model found locally)")
     p.add_argument("--backend", type=_csv(str), default=None, metavar="LIST",
                    help="backends to sweep, e.g. onnxruntime,litert (default: by file suffix)")
-    p.add_argument("--threads", type=_csv(int), default=None, metavar="LIST",
+    p.add_argument("--threads", type=_csv(threads), default=None, metavar="LIST",
                    help="thread counts to sweep, e.g. 1,2,4 (default: the profile's, else the runtime's)")
-    p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (default 10)")
-    p.add_argument("--processes", type=int, default=3, metavar="N",
+    p.add_argument("--warmup", type=integer(0, 100_000), default=10, metavar="N", help="untimed runs first (default 10)")
+    p.add_argument("--processes", type=integer(1, 64), default=3, metavar="N",
                    help="fresh worker processes per variant (default 3): samples are pooled and the "
                         "spread between processes is what `compare` counts as noise")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--iters", type=int, default=100, metavar="N", help="timed runs per variant (default 100)")
-    how.add_argument("--duration", type=float, default=None, metavar="S", help="time each variant for S seconds")
+    how.add_argument("--iters", type=integer(1, 10_000_000), default=100, metavar="N", help="timed runs per variant (default 100)")
+    how.add_argument("--duration", type=number(0, low_open=True), default=None, metavar="S", help="time each variant for S seconds")
     p.add_argument("--profile", metavar="TOML", help="device profile (default: guessed from the board)")
     p.add_argument("--calibrate", action="store_true",
                    help="measure this machine's fp32 peak with a numpy matmul instead of the profile's datasheet value")
     p.add_argument("--pipeline", choices=("unlock", "detect"), help="measure a whole pipeline per frame, by stage")
     p.add_argument("--inputs", metavar="SOURCE", help="images/video/camera to take inputs from (default: samples)")
-    p.add_argument("--num-inputs", type=int, default=4, metavar="N", help="distinct input frames, cycled (default 4)")
-    p.add_argument("--input-size", type=_size, default=None, metavar="WxH", help="size fed to dynamic-size models")
+    p.add_argument("--num-inputs", type=integer(1, 10_000), default=4, metavar="N", help="distinct input frames, cycled (default 4)")
+    p.add_argument("--input-size", type=size_wxh, default=None, metavar="WxH", help="size fed to dynamic-size models")
     p.add_argument("--out", metavar="DIR", help="output directory (default: bench-YYYYmmdd-HHMMSS)")
     p.add_argument("--format", type=_csv(str), default=("json", "md", "csv"), metavar="LIST",
                    help="any of json,md,csv,png (default json,md,csv; png needs the plot extra)")
@@ -76,7 +80,7 @@ def add_parser(sub) -> None:
     c = bsub.add_parser("compare", help="compare two bench reports with noise-aware verdicts")
     c.add_argument("a", metavar="A.json")
     c.add_argument("b", metavar="B.json")
-    c.add_argument("--min-change", type=float, default=None, metavar="FRACTION",
+    c.add_argument("--min-change", type=fraction(), default=None, metavar="FRACTION",
                    help="differences below this fraction of A's p50 are 'no change' (default 0.03)")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
     c.add_argument("--fail-on-slower", action="store_true", help="exit 1 when any variant is slower")
@@ -172,12 +176,13 @@ def _profile(args, fp: dict):
         print(f"calibrated fp32 peak: {calibration.gflops:.1f} GFLOP/s (numpy {calibration.n}x{calibration.n} "
               f"float32 matmul, best of {calibration.repeats}: all threads {calibration.gflops_all_threads:.1f}, "
               f"one thread {'-' if one is None else f'{one:.1f}'} x {calibration.cores} cores)", file=sys.stderr)
-        compute = calibrated_compute(compute or ComputeSpec(calibration.gflops, calibration.gflops), calibration)
+        compute = calibrated_compute(compute or ComputeSpec(peak_gflops_fp32=calibration.gflops, peak_gops_int8=calibration.gflops), calibration)
     if compute is None:
         return None, None, None
     info = {"name": prof.name if prof else "calibrated", "path": prof.path if prof else None,
             "board": prof.board if prof else None, "cores": prof.cpu.cores if prof else None, "source": source,
-            "compute": asdict(compute), "datasheet": asdict(prof.compute) if prof else None,
+            "compute": msgspec.structs.asdict(compute),
+            "datasheet": msgspec.structs.asdict(prof.compute) if prof else None,
             "calibration": calibration.to_dict() if calibration else None}
     return prof, compute, info
 
@@ -196,6 +201,8 @@ def cmd_bench(args) -> int:
         report.require_matplotlib()  # fail before a long run, not after it
     if args.pipeline and args.bundle:
         raise ValueError("--pipeline takes --model names, not --bundle")
+    if args.trust and not args.bundle:
+        raise ValueError("--trust verifies a release: give --bundle DIR_OR_TAR too")
     probe = device.DeviceProbe()
     fp = device.fingerprint(probe)
     prof, compute, prof_info = _profile(args, fp)
@@ -207,7 +214,11 @@ def cmd_bench(args) -> int:
     if args.pipeline:
         variants = pipeline_variants(args.pipeline, args.model)
     elif args.bundle:
-        variants = variants_from_bundle(args.bundle) + (variants_from_models(args.model) if args.model else [])
+        from edge.release import open_release
+
+        release = open_release(args.bundle, args.trust)  # verified before any model is opened
+        print(f"edge bench: {release.describe()}", file=sys.stderr)
+        variants = variants_from_bundle(release.path) + (variants_from_models(args.model) if args.model else [])
     else:
         variants = variants_from_models(args.model) if args.model else _default_variants()
     frames = load_frames(args.inputs, args.num_inputs)

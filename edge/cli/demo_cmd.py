@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from edge import paths, registry
+from edge.cli.argtypes import threads
 
 DEFAULT_CLASSIFIER = "mobilenet_v2_1.0_224_quant"
 DEFAULT_FACE_DETECTORS = ("yunet", "blazeface")
@@ -29,7 +30,7 @@ FACE_SAMPLES = ("face.jpg", "group_t1.jpg")
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the default models on the sample images")
     p.add_argument("--images", type=Path, default=None, help="sample image folder (default: $EDGE_DATA_DIR/samples)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.add_argument("--liveness-dir", type=Path, default=None,
                    help="MiniFASNet ONNX + cards (edge-export liveness --out DIR) for the face-unlock part")
     p.set_defaults(func=cmd_demo)

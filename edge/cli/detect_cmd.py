@@ -2,7 +2,10 @@
 
 Runs until the source ends, ``--max-frames`` is reached, or SIGTERM/SIGINT arrives; then every
 event produced is handed to the sinks, which deliver what they can within ``--drain-timeout``
-(network sinks keep the rest on disk for the next start), and the command exits 0.
+(network sinks keep the rest on disk for the next start). Exit 0 when every event was delivered;
+exit 1 when a sink still holds undelivered events (each such sink is named on stderr with its
+state and last error, e.g. a broker that never answered): they are kept, not lost, but the run
+did not do its job and a script or systemd must see that.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import sys
 import threading
 from pathlib import Path
 
-from edge.errors import ModelCardError
+from edge.cli import EXIT_FAIL
+from edge.cli.argtypes import fraction, integer, number, port, threads
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +40,34 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--source", required=True, help="camera index, /dev/videoN, rtsp://, video file, image folder, "
                                                    "picamera, synthetic[:WxH], gst:PIPELINE")
-    p.add_argument("--bundle", type=Path, help="bundle directory written by edge-export build: the model of its "
-                                               "detector role is used (with several, choose one with --model NAME)")
-    p.add_argument("--key", type=Path, metavar="PUB", help="Ed25519 public key: verify the bundle's signature and "
-                                                            "every file against its manifest before use")
-    p.add_argument("--model", help=f"registry name, model file or card JSON (default {DEFAULT_MODEL})")
+    from edge.release import add_release_args
+
+    add_release_args(p)
+    p.add_argument("--model", help="with a release: which of its detectors (by name) when it has several; without "
+                                   f"one: registry name, model file or card JSON (default {DEFAULT_MODEL})")
+    p.add_argument("--explain", action="store_true", help="print which model runs and where it comes from")
     p.add_argument("--sink", action="append", metavar="SPEC",
                    help="jsonl:PATH | mqtt://HOST[:PORT]/PREFIX | http(s)://URL | snapshots:DIR "
                         f"(repeatable; default {DEFAULT_SINK})")
     p.add_argument("--zones", type=Path, help="zones/lines file (.toml or .json); default: whole frame")
     p.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
-    p.add_argument("--score", type=float, help="score a detection needs to start a track (default: the card's)")
-    p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the card's)")
-    p.add_argument("--max-detections", type=int, default=100, help="per frame (default 100)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--score", type=fraction(), help="score a detection needs to start a track (default: the card's)")
+    p.add_argument("--nms-iou", type=fraction(), help="NMS IoU threshold (default: the card's)")
+    p.add_argument("--max-detections", type=integer(1, 100_000), default=100, help="per frame (default 100)")
+    p.add_argument("--max-frames", type=integer(1), help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="start an image folder again at its end")
     p.add_argument("--frame-policy", choices=("auto", "latest", "all"), default="auto",
                    help="latest: drop frames rather than lag (live sources); all: process every frame "
                         "(files); auto: by source kind (default)")
-    p.add_argument("--health-port", type=int, help="serve /health and /metrics on 127.0.0.1:PORT (0: any port)")
-    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--health-port", type=port, help="serve /health and /metrics on 127.0.0.1:PORT (0: any port)")
+    p.add_argument("--threads", type=threads, help="inference threads")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
     p.add_argument("--device", help="device name in events and MQTT topics (default: host name)")
     p.add_argument("--buffer-dir", type=Path, help="disk buffers of network sinks (default: cache dir)")
-    p.add_argument("--buffer-limit", type=int, default=10_000,
+    p.add_argument("--buffer-limit", type=integer(1), default=10_000,
                    help="undelivered events kept per network sink; the oldest are dropped beyond it")
-    p.add_argument("--drain-timeout", type=float, default=5.0, help="seconds sinks get to deliver at shutdown")
-    p.add_argument("--max-age", type=int, default=30, help="frames a lost track is kept (default 30)")
+    p.add_argument("--drain-timeout", type=number(0), default=5.0, help="seconds sinks get to deliver at shutdown")
+    p.add_argument("--max-age", type=integer(1), default=30, help="frames a lost track is kept (default 30)")
     p.add_argument("--event-image", action="store_true", help="attach a JPEG crop (base64) to every event")
     p.set_defaults(func=cmd_detect)
 
@@ -72,31 +77,23 @@ def default_device() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-") or "edge"
 
 
-def _bundle_detector(bundle: Path, name: str | None, key: Path | None) -> Path:
-    """The card JSON of the detector in a bundle directory, after verifying the bundle with ``key``.
+def _resolve_model(args) -> tuple[str, str]:
+    """(model reference for create_detector, where it comes from).
 
-    Raises:
-        BundleSignatureError / BundleIntegrityError / BundleKeyError: verification failed.
-        ModelCardError: the bundle has no detector (named ``name``), or several and no name.
+    The release (``--bundle``, ``$EDGE_BUNDLE`` or the installed one) is verified before its
+    detector is used; without any release, ``--model`` or the registry default is used.
     """
-    from edge.bundle import load_bundle, verify_bundle
+    from edge.release import release_from_args
+    from edge.roles import detector_from_release
 
-    if key is not None:
-        info = verify_bundle(bundle, key)
-        log.info("bundle %s verified: signed by key %s, %d files", bundle, info.key_id, info.files)
-    else:
-        log.warning("bundle %s is used without --key: its signature and files are not verified", bundle)
-    b = load_bundle(bundle)
-    found = [m for m in b.roles.get(DETECTOR_ROLE, ()) if m.card.task == "object_detection"]
-    if name is not None:
-        found = [m for m in found if name in (m.card.name, m.model_path.name, m.model_path.stem, m.card_path.name)]
-    if len(found) == 1:
-        return found[0].card_path
-    if not found:
-        raise ModelCardError(f"bundle {bundle} holds no object_detection model in its {DETECTOR_ROLE!r} role"
-                             + (f" named {name!r}" if name else "") + f" (roles: {', '.join(b.roles) or 'none'})")
-    raise ModelCardError(f"bundle {bundle} holds several detectors ({', '.join(m.card.name for m in found)}); "
-                         "choose one with --model NAME")
+    release = release_from_args(args, required=False)
+    if release is None:
+        if args.trust is not None:
+            raise ValueError("--trust verifies a release: give --bundle DIR_OR_TAR too")
+        model = args.model or DEFAULT_MODEL
+        return model, f"{model} (registry/explicit: no release given or installed)"
+    m = detector_from_release(release, args.model)
+    return str(m.card_path), f"{m.card.name} ({m.model_path.name}, sha256 {m.card.sha256[:12]}…) from {release.describe()}"
 
 
 def _card_score(model: str) -> float:
@@ -109,7 +106,7 @@ def _card_score(model: str) -> float:
 def _open_source(args):
     from edge.sources import open_source
 
-    opts = {}
+    opts = {"reconnect": True}  # a camera or stream that drops is reopened with back-off, state kept
     if args.max_frames is not None:
         opts["max_frames"] = args.max_frames
     if args.loop:
@@ -141,12 +138,10 @@ def cmd_detect(args) -> int:
     from edge.detect.tracker import ByteTracker, TrackerConfig
     from edge.detect.zones import ZoneConfig, ZoneMonitor, load_zones
 
-    if args.key is not None and args.bundle is None:
-        raise ValueError("--key verifies a bundle: give --bundle DIR too")
-    if args.bundle is not None:
-        model = str(_bundle_detector(args.bundle, args.model, args.key))
-    else:
-        model = args.model or DEFAULT_MODEL
+    model, origin = _resolve_model(args)
+    log.info("detector: %s", origin)
+    if args.explain:
+        print(f"edge detect: detector {origin}", file=sys.stderr)
     for name, value, low in (("--max-frames", args.max_frames, 0), ("--buffer-limit", args.buffer_limit, 1),
                              ("--max-detections", args.max_detections, 1), ("--max-age", args.max_age, 0)):
         if value is not None and value < low:
@@ -189,4 +184,10 @@ def cmd_detect(args) -> int:
                       "events": summary.events, "fps": m["fps_mean"], "stopped": summary.stopped_by_request,
                       "buffered_events": m["buffered_events"], "events_dropped": m["events_dropped"]}),
           file=sys.stderr)
-    return 0
+    undelivered = {name: st for name, st in m["sinks"].items() if st.get("buffered", 0)}
+    for name, st in undelivered.items():
+        why = f"; last error: {st['last_error']}" if st.get("last_error") else ""
+        print(f"edge detect: warning: sink {name}: {st['buffered']} event(s) not delivered (state "
+              f"{st.get('state')}, {st.get('connect_failures', 0)} failed connection attempt(s){why}); "
+              f"kept in its disk buffer for the next start", file=sys.stderr)
+    return EXIT_FAIL if undelivered else 0

@@ -1,11 +1,11 @@
-"""``edge eval faces | detect``: accuracy figures on the user's own data, printed as JSON."""
+"""``edge eval faces | detect | classify``: accuracy figures on the user's own data, printed as JSON."""
 
 from __future__ import annotations
 
 import importlib
 
 #: ``edge eval`` sub-command modules (``edge.cli.eval_<name>`` with ``add_parser(subparsers)``).
-EVAL_MODULES = ("eval_faces", "eval_detect")
+EVAL_MODULES = ("eval_faces", "eval_detect", "eval_classify")
 
 
 def add_parser(sub) -> None:

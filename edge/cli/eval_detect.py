@@ -6,6 +6,7 @@ import json
 import sys
 
 from edge.evaluate.detection import EVAL_NMS_IOU, EVAL_SCORE
+from edge.cli.argtypes import fraction, integer, threads
 
 
 def add_parser(esub) -> None:
@@ -16,13 +17,13 @@ def add_parser(esub) -> None:
                    help="registry name, model file with a card, or card JSON")
     p.add_argument("--data", required=True, metavar="DIR", help="folder holding images/ and labels/")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads")
-    p.add_argument("--score", type=float, default=EVAL_SCORE,
+    p.add_argument("--threads", type=threads, default=None, help="inference threads")
+    p.add_argument("--score", type=fraction(), default=EVAL_SCORE,
                    help=f"score threshold (default {EVAL_SCORE}: mAP needs the whole curve)")
-    p.add_argument("--nms-iou", type=float, default=EVAL_NMS_IOU,
+    p.add_argument("--nms-iou", type=fraction(), default=EVAL_NMS_IOU,
                    help=f"NMS IoU (default {EVAL_NMS_IOU}, YOLOX's evaluation setting)")
-    p.add_argument("--max-det", type=int, default=100, help="detections per image (default 100, COCO's)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images")
+    p.add_argument("--max-det", type=integer(1, 100_000), default=100, help="detections per image (default 100, COCO's)")
+    p.add_argument("--limit", type=integer(1), default=None, metavar="N", help="evaluate only the first N images")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
     p.set_defaults(func=cmd_eval_detect)
 

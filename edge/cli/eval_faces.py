@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from edge.cli.argtypes import threads
 
 #: FAR operating points reported.
 EVAL_FARS = (1e-2, 1e-3)
@@ -20,7 +21,7 @@ def add_parser(esub) -> None:
     p.add_argument("--model", default="sface_2021dec_fp32", metavar="NAME_OR_PATH",
                    help="embedder: registry name, model file with a card, or card JSON (default sface_2021dec_fp32)")
     p.add_argument("--detector", default="yunet", help="face detector (default yunet)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--threads", type=threads, default=None, help="inference threads")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
     p.set_defaults(func=cmd_eval_faces)
 

@@ -1,25 +1,69 @@
-"""``edge run MODEL_OR_CARD IMAGE...``: run any registered model on images."""
+"""``edge run MODEL_OR_CARD IMAGE...``: run any registered model on images.
+
+With a release (``--bundle``, ``$EDGE_BUNDLE`` or the installed one, verified first), MODEL names
+one of its roles (``classifier``, ``detector`` …) or one of its models; a model file or card path
+given explicitly is run as is. Without a release, MODEL is a registry name, model file or card.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
 
 from edge import registry
 from edge.errors import ModelCardError
+from edge.cli.argtypes import integer, threads
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run a model on images and print the result")
-    p.add_argument("model", metavar="MODEL_OR_CARD", help="registry name, model file or card JSON")
+    from edge.release import add_release_args
+
+    p.add_argument("model", metavar="MODEL_OR_CARD", help="with a release: a role (classifier, detector, …) or a "
+                                                          "model name in it; else a registry name; or a model "
+                                                          "file / card JSON path")
+    add_release_args(p)
+    p.add_argument("--explain", action="store_true", help="print which model file runs and where it comes from")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads")
-    p.add_argument("-k", "--top", type=int, default=5, help="classes to print for a classifier")
+    p.add_argument("--threads", type=threads, default=None, help="inference threads")
+    p.add_argument("-k", "--top", type=integer(1, 1000), default=5, help="classes to print for a classifier")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_run)
+
+
+def _resolve(args):
+    """(ModelRef, where it comes from): an explicit path as is; else the release's model; else the registry."""
+    from pathlib import Path
+
+    from edge.release import release_from_args
+    from edge.roles import role_model
+
+    explicit = Path(args.model)
+    if explicit.is_file():
+        if args.bundle is not None:
+            raise ValueError(f"{args.model} is a file: with --bundle, name a role or a model of the release instead")
+        ref = registry.resolve(explicit)
+        return ref, f"{ref.path} (explicit file)"
+    release = release_from_args(args, required=False)
+    if release is None:
+        ref = registry.resolve(args.model)
+        return ref, f"{ref.card.name if ref.card else ref.path.name} ({ref.path}, registry: no release given or installed)"
+    if args.model in release.bundle.roles:
+        m = role_model(release, args.model)
+    else:
+        found = [(role, m) for role, ms in release.bundle.roles.items() for m in ms
+                 if args.model in (m.card.name, m.model_path.name, m.model_path.stem)]
+        if len(found) != 1:
+            names = ", ".join(f"{r}:{m.card.name}" for r, ms in release.bundle.roles.items() for m in ms)
+            raise ModelCardError(f"release {release.source} has {'no' if not found else 'several'} model(s) named "
+                                 f"{args.model!r}; give a role or one of: {names}")
+        m = found[0][1]
+    ref = registry.resolve(m.card_path)
+    return ref, f"{m.card.name} ({m.model_path.name}, sha256 {m.card.sha256[:12]}…) from {release.describe()}"
 
 
 def _summary(name: str, a: np.ndarray) -> dict:
@@ -41,8 +85,10 @@ def cmd_run(args) -> int:
     from edge.imageio import load_image
     from edge.preprocess import prepare
 
-    ref = registry.resolve(args.model)
+    ref, origin = _resolve(args)
     card = ref.card
+    if args.explain:
+        print(f"# model {origin}", file=sys.stderr)
     if card is not None and card.format == "pytorch-state-dict":
         raise ModelCardError(f"{card.name} is a float PyTorch source; export it first (edge-export) and run the exported file")
     engine = load_engine(ref.path, backend=args.backend, threads=args.threads,

@@ -20,14 +20,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.errors import LockedOutError, UnknownUserError, UnlockRefused
+from edge.cli.argtypes import integer, number, threads
 
 #: Exit codes of ``edge unlock verify``.
 EXIT_ACCEPT, EXIT_REJECT, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
 #: Environment variables for options that are not state paths.
-ENV_SOURCE, ENV_LIVENESS_DIR, ENV_BUNDLE, ENV_PROFILE, ENV_PASSPHRASE = (
-    "EDGE_UNLOCK_SOURCE", "EDGE_UNLOCK_LIVENESS_DIR", "EDGE_UNLOCK_BUNDLE", "EDGE_UNLOCK_PROFILE",
-    "EDGE_UNLOCK_PASSPHRASE")
+ENV_SOURCE, ENV_LIVENESS_DIR, ENV_PROFILE, ENV_PASSPHRASE = (
+    "EDGE_UNLOCK_SOURCE", "EDGE_UNLOCK_LIVENESS_DIR", "EDGE_UNLOCK_PROFILE", "EDGE_UNLOCK_PASSPHRASE")
 DEFAULT_SOURCE = "0"
+#: Registry models used when no release is installed or given (development).
+DEFAULT_DETECTOR, DEFAULT_EMBEDDER = "yunet", "sface_2021dec_fp32"
 
 
 def _state_options() -> argparse.ArgumentParser:
@@ -41,15 +43,18 @@ def _state_options() -> argparse.ArgumentParser:
 
 
 def _model_options() -> argparse.ArgumentParser:
+    from edge.release import add_release_args
+
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("models")
-    g.add_argument("--bundle", metavar="DIR", help=f"export bundle with the models ({ENV_BUNDLE})")
+    add_release_args(p)
+    g = p.add_argument_group("models (without a release: registry models, for development)")
     g.add_argument("--liveness-dir", metavar="DIR",
                    help=f"MiniFASNet ONNX + cards from `edge-export liveness` ({ENV_LIVENESS_DIR})")
-    g.add_argument("--profile", metavar="NAME|TOML", help=f"device profile: target FAR, threads ({ENV_PROFILE})")
-    g.add_argument("--detector", default="yunet", help="face detector (default: yunet)")
-    g.add_argument("--embedder", default="sface_2021dec_fp32", help="face embedder (default: sface_2021dec_fp32)")
-    g.add_argument("--threads", type=int, default=1, help="inference threads per model (default: 1)")
+    g.add_argument("--profile", metavar="NAME|TOML",
+                   help=f"device profile: target FAR, threads ({ENV_PROFILE}; default: the release's)")
+    g.add_argument("--detector", help=f"face detector (default: {DEFAULT_DETECTOR})")
+    g.add_argument("--embedder", help=f"face embedder (default: {DEFAULT_EMBEDDER})")
+    g.add_argument("--threads", type=threads, help="inference threads per model (default: the profile's, else 1)")
     g.add_argument("--no-liveness", action="store_true",
                    help="INSECURE: skip anti-spoofing (a photo unlocks); logged and audited")
     return p
@@ -81,8 +86,8 @@ def add_parser(sub) -> None:
     e = usub.add_parser("enroll", parents=[state, models], help="enrol a user from a camera or photos")
     e.add_argument("user")
     e.add_argument("--source", help=f"camera, video, image or folder of photos ({ENV_SOURCE}; default 0)")
-    e.add_argument("-k", "--samples", type=int, default=5, help="good samples to collect (default: 5)")
-    e.add_argument("--timeout", type=float, default=60.0, help="seconds before giving up (default: 60)")
+    e.add_argument("-k", "--samples", type=integer(1, 100), default=5, help="good samples to collect (default: 5)")
+    e.add_argument("--timeout", type=number(0, low_open=True), default=60.0, help="seconds before giving up (default: 60)")
     how = e.add_mutually_exclusive_group()
     how.add_argument("--replace", action="store_true", help="re-enrol an enrolled user")
     how.add_argument("--add", action="store_true", help="add samples to an enrolled user")
@@ -95,10 +100,10 @@ def add_parser(sub) -> None:
                         help="verify a face (exit 0 accept, 1 reject, 2 error, 3 locked out)")
     v.add_argument("user", nargs="?", help="the claimed user (omit to identify among all)")
     v.add_argument("--source", help=f"camera, video or image ({ENV_SOURCE}; default 0)")
-    v.add_argument("--timeout", type=float, default=4.0, help="seconds before rejecting (default: 4)")
-    v.add_argument("--frames-needed", type=int, default=3, metavar="K",
+    v.add_argument("--timeout", type=number(0, low_open=True), default=4.0, help="seconds before rejecting (default: 4)")
+    v.add_argument("--frames-needed", type=integer(1, 100), default=3, metavar="K",
                    help="passing frames needed (default 3) …")
-    v.add_argument("--window", type=int, default=5, metavar="N", help="… among the last N (default 5)")
+    v.add_argument("--window", type=integer(1, 100), default=5, metavar="N", help="… among the last N (default 5)")
     v.add_argument("--explain", action="store_true", help="print per-frame scores and per-stage latency")
     v.add_argument("--json", action="store_true", help="print the decision as JSON")
     v.add_argument("--allow-ssh", action="store_true", help="do not refuse in an SSH session")
@@ -140,17 +145,66 @@ def _app(args, *, with_models: bool = False):
         refuse_lid_closed=not getattr(args, "allow_lid_closed", False))
     options = PipelineOptions()
     if with_models:
-        env = os.environ
-        options = PipelineOptions(
-            detector=args.detector, embedder=args.embedder,
-            bundle_dir=args.bundle or env.get(ENV_BUNDLE) or None,
-            liveness_dir=args.liveness_dir or env.get(ENV_LIVENESS_DIR) or None,
-            profile=args.profile or env.get(ENV_PROFILE) or None, threads=args.threads,
-            liveness=not args.no_liveness)
+        options = _pipeline_options(args)
         if args.no_liveness:
             print("edge unlock: WARNING: liveness is DISABLED (--no-liveness): a photo of the user "
                   "can unlock; this is recorded in the audit log", file=sys.stderr)
     return UnlockApp(config, options)
+
+
+def _pipeline_options(args):
+    """The release's models when one is given or installed; registry models otherwise (development).
+
+    A release that is given or installed but fails verification raises: never a fall-back.
+    """
+    from edge.release import release_from_args
+    from edge.unlock.app import PipelineOptions
+
+    env = os.environ
+    profile = args.profile or env.get(ENV_PROFILE) or None
+    release = release_from_args(args, required=False)
+    if release is not None:
+        mixed = [o for o, v in (("--detector", args.detector), ("--embedder", args.embedder),
+                                ("--liveness-dir", args.liveness_dir)) if v]
+        if mixed:
+            raise ValueError(f"{', '.join(mixed)} choose registry models, but {release.source} is used: a release "
+                             "brings its own models (drop the option, or build a release with the model you want)")
+        return PipelineOptions(release=release, profile=profile, threads=args.threads,
+                               liveness=not args.no_liveness)
+    return PipelineOptions(detector=args.detector or DEFAULT_DETECTOR, embedder=args.embedder or DEFAULT_EMBEDDER,
+                           liveness_dir=args.liveness_dir or env.get(ENV_LIVENESS_DIR) or None,
+                           profile=profile, threads=1 if args.threads is None else args.threads,
+                           liveness=not args.no_liveness)
+
+
+def _models_or_help(func, options):
+    """Run ``func``; without a release, a registry model or liveness model that is not available
+    locally becomes an error saying exactly how to provide a release."""
+    from edge.errors import LivenessError, ModelNotFoundError, ReleaseNotFoundError
+    from edge.release import no_release_help
+
+    try:
+        return func()
+    except (ModelNotFoundError, LivenessError) as e:
+        if options.release is not None or (isinstance(e, LivenessError) and options.liveness_dir):
+            raise
+        raise ReleaseNotFoundError(f"{no_release_help()}\n(without a release, registry models were looked for "
+                                   f"and are not usable here: {e})") from e
+
+
+def _models_used(app) -> str:
+    """Which models the loaded pipeline runs and where they come from (for --explain)."""
+    pipe = app._pipeline
+    if pipe is None:
+        return "models: not loaded"
+    origin = (app.options.release.describe() if app.options.release is not None
+              else "registry models (no release given or installed)")
+    live = getattr(pipe.liveness, "models", None) or []
+    names = "+".join(getattr(m[1], "name", "?") for m in live if isinstance(m, tuple)) or "none"
+    det = getattr(getattr(pipe.detector, "engine", None), "path", None) or type(pipe.detector).__name__
+    return (f"models from {origin}: face detector {Path(str(det)).name}, embedder {pipe.embedder.model_id} "
+            f"(sha256 {pipe.embedder.model_sha256[:12]}…, threshold {pipe.threshold():.4f} at FAR "
+            f"{pipe.target_far:g}), liveness {names}")
 
 
 def _source(args) -> str:
@@ -193,8 +247,9 @@ def cmd_verify(args) -> int:
 
     app = _app(args, with_models=True)
     try:
-        outcome = app.verify(args.user, _source(args),
-                             VerifyPolicy(args.frames_needed, args.window, args.timeout))
+        outcome = _models_or_help(lambda: app.verify(args.user, _source(args), VerifyPolicy(
+            args.frames_needed, args.window, args.timeout)), app.options)
+        used = _models_used(app)
     except LockedOutError as e:
         print(f"edge unlock: {e}", file=sys.stderr)
         return EXIT_LOCKED
@@ -214,6 +269,7 @@ def cmd_verify(args) -> int:
     elif args.explain:
         print(d.explain())
         print(f"models loaded in {outcome.load_ms:.0f} ms")
+        print(used)
     else:
         best = max((f.similarity for f in d.frames if f.similarity is not None), default=None)
         sim = "" if best is None else f", best similarity {best:.3f} vs {d.threshold:.3f}"
@@ -232,10 +288,13 @@ def cmd_enroll(args) -> int:
     policy = EnrollPolicy(samples=args.samples, allow_duplicate=args.allow_duplicate,
                           keep_images=args.keep_images, timeout_s=args.timeout)
     try:
-        result = app.enroll(args.user, _source(args), policy, replace=args.replace, add=args.add)
+        result = _models_or_help(lambda: app.enroll(args.user, _source(args), policy, replace=args.replace,
+                                                    add=args.add), app.options)
+        used = _models_used(app)
     finally:
         app.close()
     if args.explain:
+        print(used)
         for v in result.verdicts:
             extra = ",".join(v.quality_reasons)
             live = "-" if v.liveness_score is None else f"{v.liveness_score:.3f}"
@@ -278,10 +337,13 @@ def _embedder_identity(options) -> tuple[str, str] | None:
     from edge.cards import load_card
     from edge.registry import get_card
 
+    if options.release is not None:
+        from edge.roles import role_model
+
+        card = role_model(options.release, "face_embedder").card
+        return card.name, card.sha256
     try:
-        if options.bundle_dir is not None and (Path(options.bundle_dir) / f"{options.embedder}.json").is_file():
-            card = load_card(Path(options.bundle_dir) / f"{options.embedder}.json")
-        elif options.embedder.endswith(".json"):
+        if options.embedder.endswith(".json"):
             card = load_card(options.embedder)
         else:
             card = get_card(options.embedder)

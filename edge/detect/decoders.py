@@ -368,7 +368,14 @@ class TfliteSsdDecoder:
 
 
 #: ``card.extra["decoder"]`` values and the decoder class each selects.
-DECODERS: dict[str, type] = {"yolox": YoloxDecoder, "ultralytics": UltralyticsDecoder, "tflite_ssd": TfliteSsdDecoder}
+DECODERS: dict[str, type] = {"yolox": YoloxDecoder, "ultralytics": UltralyticsDecoder, "tflite_ssd": TfliteSsdDecoder,
+                             "ultralytics_end2end": object}  # NMS-free heads: edge.detect.decode_end2end
+
+
+def _end2end() -> type:
+    from edge.detect.decode_end2end import End2EndDecoder
+
+    return End2EndDecoder
 
 
 def make_decoder(card: ModelCard, *, multi_label: bool | None = None) -> Decoder:
@@ -391,9 +398,10 @@ def make_decoder(card: ModelCard, *, multi_label: bool | None = None) -> Decoder
         if not isinstance(strides, (list, tuple)) or not strides or not all(isinstance(s, int) and s > 0 for s in strides):
             raise ModelCardError(f"card {card.name!r}: extra.strides must be a list of positive ints, got {strides!r}")
         return YoloxDecoder(tuple(strides), ml, names[0] if names and len(names) == 1 else None)
-    if kind == "ultralytics":
+    if kind in ("ultralytics", "ultralytics_end2end"):
         nc = card.extra.get("num_classes")
         if nc is not None and (not isinstance(nc, int) or nc <= 0):
             raise ModelCardError(f"card {card.name!r}: extra.num_classes must be a positive int, got {nc!r}")
-        return UltralyticsDecoder(nc, ml, names[0] if names and len(names) == 1 else None)
+        cls = UltralyticsDecoder if kind == "ultralytics" else _end2end()
+        return cls(nc, ml, names[0] if names and len(names) == 1 else None)
     return TfliteSsdDecoder(names if names and len(names) == 4 else None)

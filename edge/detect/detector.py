@@ -194,7 +194,8 @@ class Detector:
         input_wh = (x.shape[3], x.shape[2]) if self.spec.layout == "NCHW" else (x.shape[2], x.shape[1])
         cands = self.decoder(outputs, input_wh, self.score_threshold)
         return finalize(cands, prepared.transform, prepared.image_wh if self.clip else None,
-                        nms_iou=self.nms_iou, max_detections=self.max_detections,
+                        nms_iou=None if getattr(self.decoder, "nms_free", False) else self.nms_iou,
+                        max_detections=self.max_detections,
                         keep_classes=self.keep_classes, max_candidates=MAX_NMS_CANDIDATES)
 
     def detect(self, image_bgr: np.ndarray) -> Detections:

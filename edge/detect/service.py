@@ -140,8 +140,11 @@ class DetectionService:
 
     # -- control -----------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Ask the service to stop. Async-signal-safe: it only sets a flag."""
+        """Ask the service to stop. Async-signal-safe: it only sets flags."""
         self._stop_requested = True
+        interrupt = getattr(self.source, "interrupt", None)  # a source waiting for its camera to come back
+        if interrupt is not None:
+            interrupt()
 
     @property
     def stopping(self) -> bool:
@@ -357,6 +360,8 @@ class DetectionService:
     # -- observability -----------------------------------------------------------------------
     def health(self) -> dict:
         status = "stopping" if self.stopping else "ok" if self.frames_processed else "starting"
+        if getattr(self.source, "state", None) == "reconnecting" and not self.stopping:
+            status = "reconnecting"  # the camera dropped; the service waits for it with its state intact
         if self._error is not None:
             status = "failed"
         return {"status": status, "uptime_s": round(time.monotonic() - self._started, 3),
@@ -389,4 +394,5 @@ class DetectionService:
             "events_dropped": sum(v.get("dropped", 0) for v in sinks.values()),
             "sink_errors": self._sink_errors,
             "sinks": sinks,
+            "source": self.source.stats() if hasattr(self.source, "stats") else None,
         }

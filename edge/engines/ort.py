@@ -29,6 +29,25 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
 _warned_fallback: set[tuple[str, ...]] = set()
 
 
+def profile_provider_options(runtime) -> dict[str, dict[str, str]]:
+    """onnxruntime provider options from a profile's ``[runtime]`` (:class:`edge.profile.RuntimeSpec`).
+
+    TensorRT: ``trt_engine_cache_enable`` / ``trt_engine_cache_path`` keep built engines across
+    runs (building one takes minutes on a Jetson), ``trt_fp16_enable`` lets TensorRT pick fp16
+    kernels — the option names onnxruntime documents for the TensorRT execution provider.
+    """
+    out: dict[str, dict[str, str]] = {}
+    if "tensorrt" in runtime.providers:
+        out["TensorrtExecutionProvider"] = {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(runtime.trt_cache_dir),
+            "trt_fp16_enable": "True" if runtime.trt_fp16 else "False",
+        }
+    if "cuda" in runtime.providers:
+        out["CUDAExecutionProvider"] = {"device_id": "0"}
+    return out
+
+
 def _import_ort():
     try:
         import onnxruntime
@@ -66,7 +85,8 @@ class OnnxRuntimeEngine(EngineBase):
 
     def __init__(self, path: str | Path, *, threads: int | None = None, inter_op_threads: int | None = None,
                  optimization: str = "all", providers: Sequence[str] | None = None,
-                 allow_spinning: bool = True) -> None:
+                 allow_spinning: bool = True,
+                 provider_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
         ort = _import_ort()
         from edge.engines.onnx_wire import strip_weight_inputs
 
@@ -96,8 +116,10 @@ class OnnxRuntimeEngine(EngineBase):
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[optimization])
 
         self.providers = self._pick_providers(ort, providers)
+        opts = {PROVIDER_ALIASES.get(k.lower(), k): dict(v) for k, v in (provider_options or {}).items()}
+        chosen = [(p, opts[p]) if opts.get(p) else p for p in self.providers]
         try:
-            self._sess = ort.InferenceSession(data, sess_options=so, providers=self.providers)
+            self._sess = ort.InferenceSession(data, sess_options=so, providers=chosen)
         except Exception as e:  # onnxruntime raises its own exception types
             raise EngineError(f"onnxruntime could not load {self.path}: {e}") from e
         self.threads = threads

@@ -16,12 +16,18 @@ from edge.errors import FaceError, ModelCardError
 from edge.face.align import ALIGNED_SIZE
 from edge.face.types import FaceEmbedding
 
-__all__ = ["FaceEmbedder", "create_embedder", "DEFAULT_EMBEDDER", "BUILTIN_EMBEDDERS"]
+__all__ = ["FaceEmbedder", "create_embedder", "optimized_card", "DEFAULT_EMBEDDER", "BUILTIN_EMBEDDERS",
+           "OPTIMIZED_SUBDIR"]
 
 #: The embedder used when none is named.
 DEFAULT_EMBEDDER = "sface_2021dec_fp32"
 #: Built-in embedder cards (registry names).
 BUILTIN_EMBEDDERS = ("sface_2021dec_fp32", "sface_2021dec_int8bq", "mobilefacenet_128d")
+#: Sub-directory of the cache where ``edge-export`` writes output-identical rewrites
+#: (``export.graph_opt.optimized_embedder``: ``<name>_fastprelu.onnx`` + card).
+OPTIMIZED_SUBDIR = "optimized"
+#: Card name suffixes of output-identical rewrites, fastest first.
+_REWRITE_SUFFIXES = ("_fastprelu",)
 
 
 class FaceEmbedder:
@@ -134,6 +140,38 @@ def _check_batch(x) -> np.ndarray:
             return np.stack([cv2.resize(c, (ALIGNED_SIZE, ALIGNED_SIZE), interpolation=cv2.INTER_LINEAR) for c in x])
         raise FaceError(f"aligned faces must be N×{ALIGNED_SIZE}×{ALIGNED_SIZE}×3 BGR, got shape {x.shape}")
     return x
+
+
+def optimized_card(name: str, cache_dir: Path | None = None) -> Path | None:
+    """The card of an output-identical rewrite of registry embedder ``name``, if one was built.
+
+    ``edge-export`` (``export.graph_opt.optimized_embedder``) writes
+    ``<cache>/optimized/<name>_fastprelu.{onnx,json}``; it is used only when its card says it was
+    derived from the registry file with the registry's sha256 and its own file matches the card
+    (a stale or altered copy is ignored, never half-used). Registry names only: a path or card
+    given explicitly is always used as given.
+    """
+    from edge import paths, registry
+    from edge.cards import load_card
+
+    cards = registry.builtin_cards()
+    src = cards.get(str(name))
+    if src is None:
+        return None
+    base = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
+    for suffix in _REWRITE_SUFFIXES:
+        card_path = base / OPTIMIZED_SUBDIR / f"{src.name}{suffix}.json"
+        model_path = card_path.with_suffix(".onnx")
+        if not (card_path.is_file() and model_path.is_file()):
+            continue
+        try:
+            card = load_card(card_path)
+        except (ModelCardError, OSError, ValueError):
+            continue
+        if (card.task == "face_embedding" and card.extra.get("derived_from", {}).get("sha256") == src.sha256
+                and card.sha256 == registry.sha256_file(model_path)):
+            return card_path
+    return None
 
 
 def create_embedder(name_or_path: str | Path = DEFAULT_EMBEDDER, *, backend: str | None = None,

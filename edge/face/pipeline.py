@@ -31,6 +31,8 @@ DEFAULT_TARGET_FAR = 1e-3
 #: A detector input that keeps a face at arm's length (≥ ~80 px in a 640×480 frame) detectable
 #: at a quarter of the 640×480 cost.
 FAST_DETECT_SIZE = (320, 240)
+#: A detection region's origin is snapped to this many detector-input pixels (YuNet's stride 32).
+ROI_GRID = 32
 
 
 def _ms(t0: float) -> float:
@@ -79,15 +81,24 @@ class FacePipeline:
         """
         return threshold_for(self.embedder.card, self.target_far if target_far is None else target_far)
 
-    def _detect(self, bgr: np.ndarray):
+    def _detect(self, bgr: np.ndarray, roi: tuple[int, int, int, int] | None = None):
         h, w = bgr.shape[:2]
         scale = 1.0
-        small = bgr
-        if self.detect_size is not None:
+        if self.detect_size is not None:  # the frame's scale, also for a region of it
             scale = min(self.detect_size[0] / w, self.detect_size[1] / h, 1.0)
-            if scale < 1.0:
-                small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                   interpolation=cv2.INTER_AREA)
+        x0 = y0 = 0
+        if roi is not None:  # detect inside a region of the frame only; results in frame pixels
+            x0, y0, x1, y1 = _clip_roi(roi, bgr.shape)
+            # origin on the detector's coarsest grid (32 px after shrinking): the region's pixels
+            # and anchors are then those of the whole-frame detection
+            step = max(1, round(ROI_GRID / scale))
+            x0, y0 = x0 // step * step, y0 // step * step
+            bgr = bgr[y0:y1, x0:x1]
+            h, w = bgr.shape[:2]
+        small = bgr
+        if scale < 1.0:
+            small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
         dets = self.detector.detect(small)
         if dets.keypoints is None:
             raise FaceError(f"the face detector {type(self.detector).__name__} gives no landmarks; "
@@ -99,13 +110,13 @@ class FacePipeline:
             raise FaceError(f"expected 5 landmarks per face, the detector gives {kps.shape[1]}")
         sx = w / small.shape[1]
         sy = h / small.shape[0]
-        boxes = np.asarray(dets.xyxy, np.float64) * np.array([sx, sy, sx, sy])
-        kps = kps * np.array([sx, sy])
+        boxes = np.asarray(dets.xyxy, np.float64) * np.array([sx, sy, sx, sy]) + np.array([x0, y0, x0, y0])
+        kps = kps * np.array([sx, sy]) + np.array([x0, y0])
         return boxes, np.asarray(dets.score, np.float64), kps
 
     # ---------------------------------------------------------------- main entry
     def analyze(self, image, *, max_faces: int | None = None, embed: bool = True,
-                check_liveness: bool = True) -> FaceAnalysis:
+                check_liveness: bool = True, roi: tuple[int, int, int, int] | None = None) -> FaceAnalysis:
         """Analyse one frame.
 
         Args:
@@ -113,6 +124,9 @@ class FacePipeline:
             max_faces: keep only the largest N faces (``None``: all).
             embed: compute embeddings.
             check_liveness: run the liveness checker (when one is configured).
+            roi: ``(x0, y0, x1, y1)`` frame region to detect in (clipped to the frame; used by
+                :class:`~edge.face.tracking.FaceTracker`); alignment, quality, liveness and
+                embedding still use the whole frame.
 
         Returns:
             :class:`FaceAnalysis` with faces largest first and per-stage milliseconds.
@@ -131,7 +145,7 @@ class FacePipeline:
             timings["liveness"] += _ms(t0)
 
         t0 = time.perf_counter()
-        boxes, scores, kps = self._detect(bgr)
+        boxes, scores, kps = self._detect(bgr, roi)
         timings["detect"] = _ms(t0)
 
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -180,6 +194,15 @@ class FacePipeline:
         self.close()
 
 
+def _clip_roi(roi, shape) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    x0, y0, x1, y1 = (int(round(float(v))) for v in roi)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise FaceError(f"roi {tuple(roi)} lies outside the {w}×{h} frame")
+    return x0, y0, x1, y1
+
+
 def _blazeface_to_five(kps6: np.ndarray) -> np.ndarray:
     """BlazeFace's 6 keypoints → 5 FaceDetectorYN-order points (mouth corners estimated).
 
@@ -205,7 +228,7 @@ def _load_profile(profile):
 def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_fp32", liveness_dir=None,
                     bundle_dir=None, threads: int | None = 1, profile=None, detect_size=None,
                     quality: QualityConfig = QualityConfig(), liveness: bool | None = None,
-                    backend: str | None = None) -> FacePipeline:
+                    backend: str | None = None, prefer_optimized: bool = False) -> FacePipeline:
     """Build a :class:`FacePipeline` from model names.
 
     Args:
@@ -225,6 +248,12 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         liveness: ``True`` requires liveness models (raises when none are found), ``False``
             disables them, ``None`` uses them when found.
         backend: engine backend for the embedder.
+        prefer_optimized: for a registry embedder name, use the output-identical PRelu-rewritten
+            copy ``edge-export`` built in the cache when there is a valid one
+            (:func:`~edge.face.embedder.optimized_card`; 1.6× faster SFace, same outputs). Off by
+            default: templates are bound to the embedder's id and sha256, so a cache that gains
+            the rewrite later would mark existing templates stale; devices get the rewrite from
+            their bundle, whose embedder the templates follow.
 
     Raises:
         LivenessError: ``liveness=True`` but no liveness models were found.
@@ -246,6 +275,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         for cand in (Path(bundle_dir) / f"{embedder}.json",):
             if cand.is_file():
                 emb_src = cand
+    if emb_src == embedder and prefer_optimized and backend in (None, "onnxruntime"):
+        from edge.face.embedder import optimized_card
+
+        emb_src = optimized_card(str(embedder)) or emb_src
     det_name = detector
     opts = {}
     if detect_size is not None and detector == "yunet":

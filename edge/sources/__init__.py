@@ -20,11 +20,12 @@ from edge.sources.capture import (
 )
 from edge.sources.files import VIDEO_SUFFIXES, ImageFileSource, ImageFolderSource, VideoFileSource
 from edge.sources.picamera import PiCameraSource
+from edge.sources.reconnect import ReconnectingSource
 from edge.sources.synthetic import SyntheticSource
 
 __all__ = [
     "FrameSource", "ImageFileSource", "ImageFolderSource", "VideoFileSource", "CameraSource",
-    "GStreamerSource", "RtspSource", "PiCameraSource", "SyntheticSource", "open_source",
+    "GStreamerSource", "RtspSource", "PiCameraSource", "SyntheticSource", "ReconnectingSource", "open_source",
     "SOURCE_FORMS", "FOURCC_MJPG", "FOURCC_YUYV", "VIDEO_SUFFIXES", "gstreamer_available",
     "jetson_csi_pipeline",
 ]
@@ -33,6 +34,7 @@ __all__ = [
 class _Rule(NamedTuple):
     form: str  # shown to users in the "unknown spec" message
     parse: Callable[[str, dict[str, Any]], FrameSource | None]  # None: not this form
+    live: bool = False  # a camera or stream that can drop and come back (reopened with reconnect=True)
 
 
 def _synthetic(spec: str, opts: dict[str, Any]) -> FrameSource | None:
@@ -84,22 +86,27 @@ def _path(spec: str, opts: dict[str, Any]) -> FrameSource | None:
 #: Every accepted spec, tried in order; the first parser that recognises the spec wins.
 SOURCE_FORMS: tuple[_Rule, ...] = (
     _Rule("synthetic | synthetic:WIDTHxHEIGHT", _synthetic),
-    _Rule("picamera | picamera:N (Raspberry Pi camera N)", _picamera),
-    _Rule("gst:PIPELINE, or any string containing ' ! ' (GStreamer pipeline)", _gstreamer),
-    _Rule("rtsp://host/path (IP camera)", _rtsp),
-    _Rule("N or /dev/videoN (V4L2 camera)", _camera),
+    _Rule("picamera | picamera:N (Raspberry Pi camera N)", _picamera, live=True),
+    _Rule("gst:PIPELINE, or any string containing ' ! ' (GStreamer pipeline)", _gstreamer, live=True),
+    _Rule("rtsp://host/path (IP camera)", _rtsp, live=True),
+    _Rule("N or /dev/videoN (V4L2 camera)", _camera, live=True),
     _Rule(f"a directory of images, an image file ({' '.join(sorted(IMAGE_SUFFIXES))}) "
           f"or a video file ({' '.join(sorted(VIDEO_SUFFIXES))})", _path),
 )
 
 
-def open_source(spec: str, **options: Any) -> FrameSource:
+def open_source(spec: str, *, reconnect: bool = False, give_up_after: float | None = None,
+                **options: Any) -> FrameSource:
     """Build the frame source a string names. The source is returned unopened.
 
     Args:
         spec: see :data:`SOURCE_FORMS`, e.g. ``"0"``, ``"/dev/video2"``, ``"clip.mp4"``,
             ``"photos/"``, ``"rtsp://cam.local/stream"``, ``"picamera:1"``,
             ``"synthetic:320x240"``, ``"gst:videotestsrc ! videoconvert ! appsink"``.
+        reconnect: for a live source (camera, RTSP, GStreamer, picamera), reopen it in-process with
+            back-off when it drops (:class:`~edge.sources.reconnect.ReconnectingSource`); files
+            and synthetic sources are returned as they are.
+        give_up_after: with ``reconnect``, seconds of continuous outage before giving up.
         **options: keyword arguments for the chosen source's constructor (``max_frames``,
             ``width``, ``fourcc`` …); an option the source does not take raises TypeError.
 
@@ -120,7 +127,12 @@ def open_source(spec: str, **options: Any) -> FrameSource:
     spec = spec.strip()
     for rule in SOURCE_FORMS:
         source = rule.parse(spec, dict(options))
-        if source is not None:
-            return source
+        if source is None:
+            continue
+        if reconnect and rule.live:
+            inner_options = {k: v for k, v in options.items() if k != "max_frames"}
+            return ReconnectingSource(lambda: rule.parse(spec, dict(inner_options)), source.source_id,
+                                      give_up_after=give_up_after, max_frames=options.get("max_frames"))
+        return source
     forms = "\n  ".join(rule.form for rule in SOURCE_FORMS)
     raise ValueError(f"unrecognised source {spec!r}; accepted forms:\n  {forms}")

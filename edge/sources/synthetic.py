@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from edge.imageio import MAX_PIXELS
 from edge.sources.base import FrameSource, Grab
 
 __all__ = ["SyntheticSource", "SYNTHETIC_PATTERNS"]
@@ -47,6 +48,9 @@ class SyntheticSource(FrameSource):
                 f"pattern must be one of {', '.join(SYNTHETIC_PATTERNS)}, got {pattern!r}")
         if width < 4 or height < 4:
             raise ValueError(f"synthetic frames must be at least 4×4, got {width}×{height}")
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"synthetic:{width}x{height} is {width * height:,} pixels, more than the "
+                             f"{MAX_PIXELS:,}-pixel frame limit")
         if fps is not None and fps <= 0:
             raise ValueError(f"fps must be positive or None, got {fps!r}")
         if realtime and fps is None:

@@ -70,6 +70,7 @@ class PipelineOptions:
     Attributes:
         detector, embedder: names for :func:`edge.face.pipeline.create_pipeline`.
         bundle_dir: an export bundle (embedder card and liveness models are looked up there).
+        release: a verified release (:func:`edge.release.open_release`): all models come from it.
         liveness_dir: the liveness models (``edge-export liveness --out DIR``).
         profile: device profile name or TOML path (target FAR, liveness threshold, threads).
         threads: inference threads per model (None: the profile's).
@@ -83,6 +84,7 @@ class PipelineOptions:
     profile: str | None = None
     threads: int | None = 1
     liveness: bool = True
+    release: object | None = None  # a verified edge.release.Release: then every model comes from it
 
     def build(self):
         """Load the models (sha256-checked by the registry) into a FacePipeline."""
@@ -91,6 +93,11 @@ class PipelineOptions:
         if not self.liveness:
             log.warning("liveness is DISABLED (--no-liveness): a photo of the user can unlock; "
                         "never use this in production")
+        if self.release is not None:
+            from edge.roles import face_pipeline_from_release
+
+            return face_pipeline_from_release(self.release, threads=self.threads, profile=self.profile,
+                                              liveness=self.liveness)
         return create_pipeline(detector=self.detector, embedder=self.embedder, bundle_dir=self.bundle_dir,
                                liveness_dir=self.liveness_dir, threads=self.threads,
                                profile=resolve_profile(self.profile), liveness=self.liveness)

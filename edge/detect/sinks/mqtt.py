@@ -160,6 +160,7 @@ class MqttSink(Sink):
         self._offline_mid: int | None = None
         self.state = "connecting"
         self.published = self.connections = self.connect_failures = 0
+        self.last_error: str | None = None  # why the last connection attempt failed, for the summary
         self._thread = threading.Thread(target=self._run, name="mqtt-sink", daemon=True)
         self._thread.start()
 
@@ -192,7 +193,8 @@ class MqttSink(Sink):
     def stats(self) -> dict:
         return {"state": self.state, "buffered": len(self.buffer), "dropped": self.buffer.dropped,
                 "published": self.published, "inflight": len(self._inflight),
-                "connections": self.connections, "connect_failures": self.connect_failures}
+                "connections": self.connections, "connect_failures": self.connect_failures,
+                "last_error": self.last_error}
 
     # -- paho callbacks (run inside client.loop(), on the sender thread) ----------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -256,8 +258,14 @@ class MqttSink(Sink):
                 if client.loop(LOOP_POLL) != self._mqtt.MQTT_ERR_SUCCESS:
                     break
         except (OSError, ValueError) as exc:
-            log.info("MQTT broker %s:%d unreachable: %s", self.target.host, self.target.port, exc)
+            self.last_error = f"broker {self.target.host}:{self.target.port} unreachable: {exc}"
+            # The first failure is worth a warning; the retries that follow are only logged.
+            (log.warning if not self.connect_failures else log.info)("MQTT %s", self.last_error)
         if self._connack is not True:
+            if self._connack is False:
+                self.last_error = f"broker {self.target.host}:{self.target.port} refused the connection"
+            elif self.last_error is None:
+                self.last_error = f"broker {self.target.host}:{self.target.port} did not answer"
             self.connect_failures += 1
             self.state = "disconnected"
             try:
