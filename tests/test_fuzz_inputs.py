@@ -171,3 +171,12 @@ def test_bad_cli_values_exit_2_naming_the_option(capsys, argv, option):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert option in err and "Traceback" not in err
+
+
+def test_unlock_list_reads_its_profile(tmp_path, monkeypatch, capsys):
+    from edge.cli import main
+
+    monkeypatch.setenv("EDGE_UNLOCK_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("EDGE_UNLOCK_KEY", str(tmp_path / "key"))
+    assert main(["unlock", "list", "--profile", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err

@@ -160,8 +160,12 @@ def _pipeline_options(args):
     from edge.release import release_from_args
     from edge.unlock.app import PipelineOptions
 
+    from edge.profile import load_profile
+
     env = os.environ
     profile = args.profile or env.get(ENV_PROFILE) or None
+    if profile is not None:
+        load_profile(profile)  # every sub-command refuses a missing or invalid profile, naming it
     release = release_from_args(args, required=False)
     if release is not None:
         mixed = [o for o, v in (("--detector", args.detector), ("--embedder", args.embedder),
