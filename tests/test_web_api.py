@@ -262,7 +262,7 @@ def test_latest_bench_report_with_its_charts(server):
 @pytest.mark.parametrize("argv, needle", [
     (["--source", "/nonexistent/clip.mp4"], "/nonexistent/clip.mp4"),
     (["--source", "synthetic", "--zones", "/nonexistent/zones.toml"], "zones.toml"),
-    (["--source", "synthetic", "--stream-fps", "0"], "--stream-fps must be positive"),
+    (["--source", "synthetic", "--stream-fps", "0"], "argument --stream-fps: must be in (0, 120]"),
     (["--source", "synthetic", "--mqtt", "http://broker"], "mqtt://"),
     (["--source", "synthetic", "--bundle", "/nonexistent/bundle"], "/nonexistent/bundle"),
 ])
