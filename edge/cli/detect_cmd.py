@@ -5,7 +5,9 @@ event produced is handed to the sinks, which deliver what they can within ``--dr
 (network sinks keep the rest on disk for the next start). Exit 0 when every event was delivered;
 exit 1 when a sink still holds undelivered events (each such sink is named on stderr with its
 state and last error, e.g. a broker that never answered): they are kept, not lost, but the run
-did not do its job and a script or systemd must see that.
+did not do its job and a script or systemd must see that. Exit 1 too when a sink refused a batch
+(a full disk under a ``jsonl:`` file): what it already held is intact, the refused events are not
+in it.
 """
 
 from __future__ import annotations
@@ -190,4 +192,7 @@ def cmd_detect(args) -> int:
         print(f"edge detect: warning: sink {name}: {st['buffered']} event(s) not delivered (state "
               f"{st.get('state')}, {st.get('connect_failures', 0)} failed connection attempt(s){why}); "
               f"kept in its disk buffer for the next start", file=sys.stderr)
-    return EXIT_FAIL if undelivered else 0
+    if m["sink_errors"]:
+        print(f"edge detect: error: {m['sink_errors']} batch(es) of events could not be handed to a sink "
+              f"(the errors above name it, e.g. a full disk); those events are missing from it", file=sys.stderr)
+    return EXIT_FAIL if undelivered or m["sink_errors"] else 0

@@ -51,22 +51,64 @@ class JsonlSink(Sink):
                 raise SinkError(f"cannot open {self.path} for appending events: {exc.strerror or exc}") from None
 
     def emit(self, batch: EventBatch) -> None:
-        if not batch.events or self._file is None:
+        if not batch.events:
             return
-        self._file.write("".join(e.to_json() + "\n" for e in batch.events))
-        self._file.flush()
-        if self.fsync and self.path is not None:
-            os.fsync(self._file.fileno())
+        if self._file is None:
+            raise SinkError(f"events file {self.path} is not open (closed, or lost after a write error)")
+        text = "".join(e.to_json() + "\n" for e in batch.events)
+        if self.path is None:
+            self._file.write(text)
+            self._file.flush()
+        else:
+            self._append(text)
         self.written += len(batch.events)
+
+    def _append(self, text: str) -> None:
+        """Append a whole batch or nothing: on a write error (a full disk) the file is cut back
+        to where it was, so no half line is left for the next batch to follow."""
+        size = self._file.tell()
+        try:
+            self._file.write(text)
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._file = _reopen_at(self.path, size, self._file)
+            raise SinkError(f"cannot append {len(text.splitlines())} event(s) to {self.path}: "
+                            f"{exc.strerror or exc}; the file keeps every earlier event") from None
 
     def close(self, timeout: float | None = None) -> None:
         if self._file is None:
             return
-        self._file.flush()
-        if self.path is not None:
-            os.fsync(self._file.fileno())
-            self._file.close()
-        self._file = None
+        try:
+            self._file.flush()
+            if self.path is not None:
+                os.fsync(self._file.fileno())
+        finally:
+            if self.path is not None:
+                self._file.close()
+            self._file = None
 
     def stats(self) -> dict:
         return {"written": self.written}
+
+
+def _reopen_at(path: Path, size: int, broken: TextIO) -> TextIO | None:
+    """Drop what a failed write left in ``broken``'s buffer, cut ``path`` back to ``size`` bytes
+    and open it again for appending (``None`` if even that fails: later batches then raise)."""
+    try:
+        os.truncate(broken.fileno(), size)
+    except OSError:
+        pass
+    try:  # the buffered text that did not fit must not be written by close()
+        os.close(broken.fileno())
+    except OSError:
+        pass
+    try:
+        broken.close()
+    except OSError:
+        pass
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError:
+        return None
