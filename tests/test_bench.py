@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -180,14 +181,21 @@ def test_compare_cli_says_slower_and_can_fail_on_it(bench_run, tmp_path):
     ("not json", "not valid JSON"),
     ('{"kind": "something else", "results": []}', "not an edge bench report"),
     ('{"kind": "edgesight-bench", "schema_version": 99, "results": []}', "schema_version 99"),
+    (b"\xff\xfe{}", "not UTF-8 text"),
+    ('{"kind": "edgesight-bench", "schema_version": 1, "device": {"fingerprint": null}, "results": '
+     '[{"variant": "m", "samples_ms": [1.0], "latency_ms": {"p50": "fast", "mean": 1.0}}]}',
+     r"Expected `float`, got `str` - at `\$.results\[0\].latency_ms.p50`"),
+    ('{"kind": "edgesight-bench", "schema_version": 1, "results": [7]}', r"at `\$.results\[0\]`"),
+    ('{"kind": "edgesight-bench", "schema_version": 1, "results": []}', "missing required field `device`"),
 ])
 def test_bad_reports_are_refused_with_a_clear_error(tmp_path, content, message):
     p = tmp_path / "r.json"
-    p.write_text(content)
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(BenchReportError, match=message):
         load_report(p)
     proc = edge_cli("bench", "compare", str(p), str(p), cwd=tmp_path)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and re.search(message, proc.stderr) and "r.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_noise_aware_verdict_on_noisy_samples():

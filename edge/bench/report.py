@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+import msgspec
+
 from edge import __version__
 from edge.errors import BenchReportError
 
@@ -54,6 +56,37 @@ def build_report(config: dict, fingerprint: dict, results: list[dict], *, profil
             "planned": planned if planned is not None else len(results), "results": results}
 
 
+class _Latency(msgspec.Struct):
+    p50: float
+    mean: float
+
+
+class _Inputs(msgspec.Struct):
+    sha256: str | None = None
+
+
+class _Result(msgspec.Struct):
+    """The fields of a result that comparisons and views read (others are kept as they are)."""
+
+    variant: str | None = None
+    backend: str | None = None
+    threads: int | None = None
+    status: str | None = None
+    samples_ms: list[float] | None = None
+    latency_ms: _Latency | None = None
+    process_p50_ms: list[float] | None = None
+    inputs: _Inputs | None = None
+
+
+class _Device(msgspec.Struct):
+    fingerprint: dict | None = None
+
+
+class _Shape(msgspec.Struct):
+    results: list[_Result]
+    device: _Device
+
+
 def load_report(path: str | Path) -> dict:
     """Read a report, checking it is one and of a version this code understands.
 
@@ -64,9 +97,11 @@ def load_report(path: str | Path) -> dict:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise BenchReportError(f"cannot read benchmark report {p}: {e}") from e
+        raise BenchReportError(f"cannot read benchmark report {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise BenchReportError(f"{p}: not UTF-8 text (byte {e.start}); expected a JSON bench report") from None
     except json.JSONDecodeError as e:
-        raise BenchReportError(f"{p}: not valid JSON ({e})") from e
+        raise BenchReportError(f"{p}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("kind") != REPORT_KIND:
         raise BenchReportError(f"{p}: not an edge bench report (expected \"kind\": \"{REPORT_KIND}\")")
     if data.get("schema_version") != SCHEMA_VERSION:
@@ -74,6 +109,10 @@ def load_report(path: str | Path) -> dict:
                                f"(this edgesight reads version {SCHEMA_VERSION})")
     if not isinstance(data.get("results"), list):
         raise BenchReportError(f"{p}: field \"results\" must be a list")
+    try:
+        msgspec.convert(data, _Shape)
+    except msgspec.ValidationError as e:
+        raise BenchReportError(f"{p}: {e} (see {SCHEMA_PATH.name})") from None
     return data
 
 
