@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MODEL = "yolox_nano_416"
-DETECTOR_ROLE = "detector"
 
 
 def add_parser(sub) -> None:
@@ -100,12 +99,6 @@ def _init_token(args) -> int:
 def _detector_model(args, release) -> str:
     if release is None:
         return args.model or DEFAULT_MODEL
-    if isinstance(release, dict):  # the adapter of edge.web.release
-        found = [m for m in release["bundle"].roles.get(DETECTOR_ROLE, ()) if m.card.task == "object_detection"]
-        if len(found) != 1:
-            raise ValueError(f"bundle {release['source']} must hold one object_detection model in its "
-                             f"{DETECTOR_ROLE!r} role, found {len(found)}")
-        return str(found[0].card_path)
     from edge.roles import detector_from_release
 
     return str(detector_from_release(release, args.model).card_path)
@@ -119,11 +112,10 @@ def _face_service(args, release, on_recognized):
     config = UnlockConfig.resolve({"store_dir": args.store, "key_file": args.key, "audit_file": args.audit,
                                    "state_dir": args.state})
     live = not args.no_liveness
-    if release is not None and not isinstance(release, dict):
+    if release is not None:
         options = PipelineOptions(release=release, profile=args.profile, threads=args.threads, liveness=live)
     else:
         options = PipelineOptions(detector=args.face_detector, embedder=args.embedder,
-                                  bundle_dir=Path(release["source"]) if isinstance(release, dict) else None,
                                   liveness_dir=args.liveness_dir, profile=args.profile,
                                   threads=args.threads or 1, liveness=live)
     if not live:

@@ -226,7 +226,7 @@ def _load_profile(profile):
 
 
 def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_fp32", liveness_dir=None,
-                    bundle_dir=None, threads: int | None = 1, profile=None, detect_size=None,
+                    threads: int | None = 1, profile=None, detect_size=None,
                     quality: QualityConfig = QualityConfig(), liveness: bool | None = None,
                     backend: str | None = None, prefer_optimized: bool = False) -> FacePipeline:
     """Build a :class:`FacePipeline` from model names.
@@ -235,11 +235,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         detector: ``"yunet"`` (640×640 graph, or the dynamic graph when ``detect_size`` is
             set), ``"yunet_dynamic"``, ``"blazeface"``, ``"ulfd"`` (no landmarks: refused), or
             a model path.
-        embedder: a registry name, model path or card JSON; with ``bundle_dir``, a card of
-            that name inside the bundle wins.
+        embedder: a registry name, model path or card JSON (a release's models come through
+            :func:`edge.roles.face_pipeline_from_release` instead, verified first).
         liveness_dir: directory holding the MiniFASNet ONNX files and cards written by
             ``edge-export liveness``.
-        bundle_dir: an export bundle; liveness models (and the embedder) are looked up there.
         threads: engine threads per model (``None``: the profile's, else the runtime default).
         profile: a :class:`~edge.profile.DeviceProfile` or TOML path: sets the target FAR,
             the liveness threshold and (when ``threads`` is ``None``) the threads.
@@ -271,10 +270,6 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
     live_threshold = prof.thresholds.liveness if prof is not None else None
 
     emb_src: str | Path = embedder
-    if bundle_dir is not None:
-        for cand in (Path(bundle_dir) / f"{embedder}.json",):
-            if cand.is_file():
-                emb_src = cand
     if emb_src == embedder and prefer_optimized and backend in (None, "onnxruntime"):
         from edge.face.embedder import optimized_card
 
@@ -291,7 +286,7 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         raise
     live = None
     if liveness is not False:
-        dirs = [d for d in (liveness_dir, bundle_dir) if d is not None]
+        dirs = [liveness_dir] if liveness_dir is not None else []
         found = find_liveness_cards(dirs)
         if found:
             live = PassiveLiveness.from_cards(found, threads=threads,

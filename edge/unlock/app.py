@@ -69,7 +69,6 @@ class PipelineOptions:
 
     Attributes:
         detector, embedder: names for :func:`edge.face.pipeline.create_pipeline`.
-        bundle_dir: an export bundle (embedder card and liveness models are looked up there).
         release: a verified release (:func:`edge.release.open_release`): all models come from it.
         liveness_dir: the liveness models (``edge-export liveness --out DIR``).
         profile: device profile name or TOML path (target FAR, liveness threshold, threads).
@@ -79,7 +78,6 @@ class PipelineOptions:
 
     detector: str = "yunet"
     embedder: str = "sface_2021dec_fp32"
-    bundle_dir: Path | None = None
     liveness_dir: Path | None = None
     profile: str | None = None
     threads: int | None = 1
@@ -98,7 +96,7 @@ class PipelineOptions:
 
             return face_pipeline_from_release(self.release, threads=self.threads, profile=self.profile,
                                               liveness=self.liveness)
-        return create_pipeline(detector=self.detector, embedder=self.embedder, bundle_dir=self.bundle_dir,
+        return create_pipeline(detector=self.detector, embedder=self.embedder,
                                liveness_dir=self.liveness_dir, threads=self.threads,
                                profile=resolve_profile(self.profile), liveness=self.liveness)
 
