@@ -8,11 +8,15 @@ hard-coded absolute path:
 - ``EDGE_DATA_DIR``: the data directory. Default: ``../shared/data`` likewise.
 - ``EDGE_CACHE_DIR``: the user cache for downloaded models. Default:
   ``$XDG_CACHE_HOME/edgesight`` or ``~/.cache/edgesight``.
+- liveness models (no variable here; ``edge unlock`` has ``--liveness-dir`` /
+  ``EDGE_UNLOCK_LIVENESS_DIR``): ``sys.prefix/share/edgesight/liveness`` (where ``make demo``
+  installs them into the virtualenv), then ``/usr/local/share`` and ``/usr/share``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +62,20 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "edgesight"
+
+
+#: Where installed liveness models are looked for, in order (``make demo`` fills the first).
+LIVENESS_SUBDIR = Path("share") / "edgesight" / "liveness"
+
+
+def liveness_dirs() -> list[Path]:
+    """Candidate directories of installed liveness models (they may not exist)."""
+    return [Path(sys.prefix) / LIVENESS_SUBDIR, Path("/usr/local") / LIVENESS_SUBDIR, Path("/usr") / LIVENESS_SUBDIR]
+
+
+def liveness_dir() -> Path | None:
+    """The first installed liveness-model directory holding a card (``*.json``), or None."""
+    for d in liveness_dirs():
+        if d.is_dir() and any(d.glob("*.json")):
+            return d
+    return None

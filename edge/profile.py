@@ -119,6 +119,24 @@ class UnlockSpec(msgspec.Struct, **_S):
                              f"({self.enroll_min}) - at `$.unlock.enroll_samples`")
 
 
+class QualitySpec(msgspec.Struct, **_S):
+    """Face quality thresholds for enrolment and verification (see edge.face.quality.QualityConfig)."""
+
+    min_face_px: Annotated[float, msgspec.Meta(ge=8.0, le=4096.0)] = 40.0
+    min_sharpness: Annotated[float, msgspec.Meta(ge=0.0)] = 80.0
+    min_brightness: Annotated[float, msgspec.Meta(ge=0.0, le=255.0)] = 50.0
+    max_brightness: Annotated[float, msgspec.Meta(ge=0.0, le=255.0)] = 210.0
+    max_clipped: _Unit = 0.25
+    max_yaw: Annotated[float, msgspec.Meta(ge=0.0, le=90.0)] = 25.0
+    max_pitch: Annotated[float, msgspec.Meta(ge=0.0, le=90.0)] = 25.0
+    max_roll: Annotated[float, msgspec.Meta(ge=0.0, le=180.0)] = 30.0
+
+    def __post_init__(self) -> None:
+        if self.min_brightness >= self.max_brightness:
+            raise ValueError(f"min_brightness ({self.min_brightness}) must be < max_brightness "
+                             f"({self.max_brightness}) - at `$.quality.min_brightness`")
+
+
 class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: _Name
     board: str
@@ -129,11 +147,12 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     thermal: ThermalSpec = msgspec.field(default_factory=ThermalSpec)
     thresholds: Thresholds = msgspec.field(default_factory=Thresholds)
     unlock: UnlockSpec = msgspec.field(default_factory=UnlockSpec)
+    quality: QualitySpec = msgspec.field(default_factory=QualitySpec)
     path: Optional[str] = None  # set by load_profile, never read from the file
 
 
 _TABLES = {"cpu": CpuSpec, "runtime": RuntimeSpec, "camera": CameraSpec, "compute": ComputeSpec,
-           "thermal": ThermalSpec, "thresholds": Thresholds, "unlock": UnlockSpec}
+           "thermal": ThermalSpec, "thresholds": Thresholds, "unlock": UnlockSpec, "quality": QualitySpec}
 _TYPES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "array": "array",
           "object": "table", "null": "nothing"}
 
@@ -266,3 +285,11 @@ def runtime_threads(profile: DeviceProfile, available: int | None = None) -> tup
         return want, None
     return limit, (f"profile {profile.name}: threads {want} clamped to {limit} "
                    f"({profile.cpu.cores} cores on the board, {avail} CPUs here)")
+
+
+def quality_config(profile: "DeviceProfile | None"):
+    """The profile's ``[quality]`` thresholds as an :class:`edge.face.quality.QualityConfig`
+    (the defaults without a profile)."""
+    from edge.face.quality import QualityConfig
+
+    return QualityConfig(**msgspec.structs.asdict(profile.quality)) if profile is not None else QualityConfig()

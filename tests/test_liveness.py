@@ -198,7 +198,7 @@ def test_ir_strobe_needs_the_lit_unlit_difference(data_dir, detector):
     assert not first.live and first.detail["reason"] == "need_previous_frame"
     ir.observe(unlit)  # a frame without a detection still counts as the previous frame
     lit = ir.check(grey, box)
-    assert lit.live and lit.detail["strobe_contrast"] > 0.5
+    assert lit.live and lit.detail["face_change"] > 0.5
     steady = IrLiveness(require_ir=True, strobe=True)  # a self-lit replay does not answer the emitter
     steady.check(grey, box)
     res = steady.check(grey.copy(), box)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge.errors import LockedOutError, UnknownUserError, UnlockRefused
 from edge.cli.argtypes import integer, number, threads
+from edge.face.liveness_modes import LIVENESS_MODES
 
 #: Exit codes of ``edge unlock verify``.
 EXIT_ACCEPT, EXIT_REJECT, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
@@ -55,8 +56,13 @@ def _model_options() -> argparse.ArgumentParser:
     g.add_argument("--detector", help=f"face detector (default: {DEFAULT_DETECTOR})")
     g.add_argument("--embedder", help=f"face embedder (default: {DEFAULT_EMBEDDER})")
     g.add_argument("--threads", type=threads, help="inference threads per model (default: the profile's, else 1)")
-    g.add_argument("--no-liveness", action="store_true",
-                   help="INSECURE: skip anti-spoofing (a photo unlocks); logged and audited")
+    live = g.add_mutually_exclusive_group()
+    live.add_argument("--liveness", choices=LIVENESS_MODES, default=None,
+                      help="anti-spoofing: auto (modality decided from the frames: colour → MiniFASNet pair, "
+                           "IR/grayscale → IR checks), rgb, ir, challenge (+ head turn), off (INSECURE); "
+                           "default: the profile's unlock.liveness, else auto")
+    live.add_argument("--no-liveness", action="store_true",
+                      help="INSECURE: the same as --liveness off (a photo unlocks); logged and audited")
     return p
 
 
@@ -146,9 +152,9 @@ def _app(args, *, with_models: bool = False):
     options = PipelineOptions()
     if with_models:
         options = _pipeline_options(args)
-        if args.no_liveness:
-            print("edge unlock: WARNING: liveness is DISABLED (--no-liveness): a photo of the user "
-                  "can unlock; this is recorded in the audit log", file=sys.stderr)
+        if options.liveness_mode == "off":
+            print("edge unlock: WARNING: liveness is DISABLED (--liveness off / --no-liveness): a photo of "
+                  "the user can unlock; this is recorded in the audit log", file=sys.stderr)
     return UnlockApp(config, options)
 
 
@@ -160,6 +166,7 @@ def _pipeline_options(args):
     from edge.release import release_from_args
     from edge.unlock.app import PipelineOptions
 
+    from edge import paths
     from edge.profile import load_profile
 
     env = os.environ
@@ -167,6 +174,7 @@ def _pipeline_options(args):
     if profile is not None:
         load_profile(profile)  # every sub-command refuses a missing or invalid profile, naming it
     release = release_from_args(args, required=False)
+    mode = "off" if args.no_liveness else args.liveness  # None: the profile's unlock.liveness, else auto
     if release is not None:
         mixed = [o for o, v in (("--detector", args.detector), ("--embedder", args.embedder),
                                 ("--liveness-dir", args.liveness_dir)) if v]
@@ -174,11 +182,11 @@ def _pipeline_options(args):
             raise ValueError(f"{', '.join(mixed)} choose registry models, but {release.source} is used: a release "
                              "brings its own models (drop the option, or build a release with the model you want)")
         return PipelineOptions(release=release, profile=profile, threads=args.threads,
-                               liveness=not args.no_liveness)
+                               liveness_mode=mode)
     return PipelineOptions(detector=args.detector or DEFAULT_DETECTOR, embedder=args.embedder or DEFAULT_EMBEDDER,
-                           liveness_dir=args.liveness_dir or env.get(ENV_LIVENESS_DIR) or None,
+                           liveness_dir=args.liveness_dir or env.get(ENV_LIVENESS_DIR) or paths.liveness_dir(),
                            profile=profile, threads=1 if args.threads is None else args.threads,
-                           liveness=not args.no_liveness)
+                           liveness_mode=mode)
 
 
 def _models_or_help(func, options):

@@ -296,5 +296,6 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
             emb.close()
             raise LivenessError("liveness was required but no liveness models (ONNX + card, task 'liveness') "
                                 f"were found in {', '.join(map(str, dirs)) or 'any directory'}: "
-                                "run `edge-export liveness --out DIR` and pass liveness_dir=DIR")
+                                "run `edge-export liveness --out DIR` and pass --liveness-dir DIR "
+                                "(or `make demo`, which installs them where they are found without options)")
     return FacePipeline(det, emb, live, quality, detect_size=detect_size, target_far=target_far)

@@ -17,7 +17,7 @@ import numpy as np
 from edge.errors import FaceError
 from edge.face.types import QualityReport
 
-__all__ = ["QualityConfig", "assess", "estimate_pose", "sharpness", "exposure",
+__all__ = ["QualityConfig", "assess", "estimate_pose", "sharpness", "exposure", "reason_texts", "quality_score",
            "REASON_SMALL", "REASON_BLUR", "REASON_DARK", "REASON_BRIGHT", "REASON_CLIPPED",
            "REASON_YAW", "REASON_PITCH", "REASON_ROLL"]
 
@@ -46,24 +46,28 @@ DARK_LEVEL, BRIGHT_LEVEL = 8, 247
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Thresholds of the quality checks (defaults suit a 640×480 door or laptop camera).
+    """Thresholds of the quality checks (defaults suit a 640×480 door or laptop camera, and
+    92×112-class face crops). A device profile's ``[quality]`` table sets them
+    (:func:`edge.profile.quality_config`).
 
     Attributes:
-        min_face_px: minimum shorter side of the face box, pixels.
+        min_face_px: minimum shorter side of the face box, pixels (YuNet's box of a 92×112
+            face is ~45-60 px; SFace and the liveness pair work from 40 px up).
         min_sharpness: minimum variance of the Laplacian of the aligned grey 112×112 crop.
             The deepface portraits score 700–3000; blurring the frame with a Gaussian of
             σ = face width / 60 brings the median to ~50. Webcam faces are softer than
             portraits, hence a threshold well under the sharp range.
         min_brightness: minimum mean grey level of the aligned crop.
         max_brightness: maximum mean grey level.
-        max_clipped: maximum fraction of crop pixels ≤ 8 or ≥ 247.
+        max_clipped: maximum fraction of the face region's pixels ≤ 8 or ≥ 247 (the centre of
+            the aligned crop, :data:`FACE_REGION`: a dark background is not counted).
         max_yaw: maximum |yaw|, degrees.
         max_pitch: maximum |pitch|, degrees.
         max_roll: maximum |roll|, degrees (alignment removes roll, but a strongly tilted head
             means the landmarks are less reliable).
     """
 
-    min_face_px: float = 64.0
+    min_face_px: float = 40.0
     min_sharpness: float = 80.0
     min_brightness: float = 50.0
     max_brightness: float = 210.0
@@ -79,9 +83,16 @@ def sharpness(aligned_bgr: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
+#: The face itself within the aligned 112×112 crop (rows, columns): between the temples and
+#: from the brows to the chin of the ArcFace template; the corners outside it are background.
+FACE_REGION = (slice(24, 104), slice(22, 90))
+
+
 def exposure(aligned_bgr: np.ndarray) -> tuple[float, float]:
-    """``(mean grey level, fraction of clipped pixels)`` of the crop."""
+    """``(mean grey level, fraction of clipped pixels)`` of the face region of the aligned crop."""
     grey = aligned_bgr if aligned_bgr.ndim == 2 else cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY)
+    if grey.shape[:2] == (112, 112):
+        grey = grey[FACE_REGION]
     clipped = np.count_nonzero((grey <= DARK_LEVEL) | (grey >= BRIGHT_LEVEL)) / grey.size
     return float(grey.mean()), float(clipped)
 
@@ -156,3 +167,28 @@ def assess(box, landmarks5, aligned_bgr: np.ndarray, config: QualityConfig = Qua
     reasons = tuple(name for name, failed in checks if failed)
     return QualityReport(face_px=face_px, sharpness=sharp, brightness=bright, yaw=yaw, pitch=pitch,
                          ok=not reasons, reasons=reasons, roll=roll, clipped=clipped)
+
+
+def reason_texts(report: QualityReport, config: QualityConfig = QualityConfig()) -> list[str]:
+    """Each failed check of ``report`` as a sentence with its figure and threshold (``--explain``)."""
+    c, r = config, report
+    texts = {
+        REASON_SMALL: f"face too small: {r.face_px:.0f} px < {c.min_face_px:g}",
+        REASON_BLUR: f"blurry: sharpness {r.sharpness:.0f} < {c.min_sharpness:g}",
+        REASON_DARK: f"too dark: face mean {r.brightness:.0f} < {c.min_brightness:g}",
+        REASON_BRIGHT: f"too bright: face mean {r.brightness:.0f} > {c.max_brightness:g}",
+        REASON_CLIPPED: f"exposure clipped {100 * r.clipped:.0f} % > {100 * c.max_clipped:.0f} %",
+        REASON_YAW: f"turned: yaw {r.yaw:.0f}° > {c.max_yaw:g}°",
+        REASON_PITCH: f"tilted: pitch {r.pitch:.0f}° > {c.max_pitch:g}°",
+        REASON_ROLL: f"rolled: {r.roll:.0f}° > {c.max_roll:g}°",
+    }
+    return [texts.get(reason, reason) for reason in r.reasons]
+
+
+def quality_score(report: QualityReport, config: QualityConfig = QualityConfig()) -> float:
+    """A figure to rank usable faces by (higher is better; about 0–5): size and sharpness above
+    their minimum (capped), pose near frontal, little clipping."""
+    c, r = config, report
+    return float(min(r.face_px / c.min_face_px, 3.0) / 3.0 + min(r.sharpness / c.min_sharpness, 5.0) / 5.0
+                 + max(0.0, 1.0 - abs(r.yaw) / c.max_yaw) + max(0.0, 1.0 - abs(r.pitch) / c.max_pitch)
+                 + max(0.0, 1.0 - r.clipped / c.max_clipped))

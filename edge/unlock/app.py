@@ -73,7 +73,10 @@ class PipelineOptions:
         liveness_dir: the liveness models (``edge-export liveness --out DIR``).
         profile: device profile name or TOML path (target FAR, liveness threshold, threads).
         threads: inference threads per model (None: the profile's).
-        liveness: False disables liveness (``--no-liveness``): insecure, logged and audited.
+        liveness: False disables liveness (``--no-liveness``, the same as ``liveness_mode="off"``):
+            insecure, logged and audited.
+        liveness_mode: ``auto``, ``rgb``, ``ir``, ``challenge`` or ``off``
+            (:mod:`edge.face.liveness_modes`); None: the profile's ``unlock.liveness``, else ``auto``.
     """
 
     detector: str = "yunet"
@@ -83,22 +86,58 @@ class PipelineOptions:
     threads: int | None = 1
     liveness: bool = True
     release: object | None = None  # a verified edge.release.Release: then every model comes from it
+    liveness_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        from edge.face.liveness_modes import LIVENESS_MODES
+
+        if self.liveness_mode is not None and self.liveness_mode not in LIVENESS_MODES:
+            raise ValueError(f"--liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness_mode!r}")
+        if self.liveness_mode == "off" or not self.liveness:
+            object.__setattr__(self, "liveness", False)
+            object.__setattr__(self, "liveness_mode", "off")
+
+    def _profile(self):
+        from edge.profile import load_profile
+
+        path = resolve_profile(self.profile)
+        return None if path is None else load_profile(path)
+
+    def resolved_mode(self) -> tuple[str, bool]:
+        """``(liveness mode, camera declared IR)`` from the options, else the profile, else ``auto``."""
+        prof = self._profile()
+        mode = self.liveness_mode or (prof.unlock.liveness if prof is not None else "auto")
+        return mode, bool(prof is not None and prof.camera.ir)
 
     def build(self):
         """Load the models (sha256-checked by the registry) into a FacePipeline."""
+        from edge.face.liveness_modes import build_liveness, needs_models
         from edge.face.pipeline import create_pipeline
 
-        if not self.liveness:
-            log.warning("liveness is DISABLED (--no-liveness): a photo of the user can unlock; "
+        mode, camera_ir = self.resolved_mode()
+        if mode == "off":
+            log.warning("liveness is DISABLED (--liveness off / --no-liveness): a photo of the user can unlock; "
                         "never use this in production")
+        # the MiniFASNet pair: required for colour frames, unused by the IR-only and off modes
+        pair = True if needs_models(mode) and not camera_ir else (None if needs_models(mode) else False)
         if self.release is not None:
             from edge.roles import face_pipeline_from_release
 
-            return face_pipeline_from_release(self.release, threads=self.threads, profile=self.profile,
-                                              liveness=self.liveness)
-        return create_pipeline(detector=self.detector, embedder=self.embedder,
-                               liveness_dir=self.liveness_dir, threads=self.threads,
-                               profile=resolve_profile(self.profile), liveness=self.liveness)
+            pipe = face_pipeline_from_release(self.release, threads=self.threads, profile=self.profile,
+                                              liveness=pair)
+        else:
+            pipe = create_pipeline(detector=self.detector, embedder=self.embedder,
+                                   liveness_dir=self.liveness_dir, threads=self.threads,
+                                   profile=resolve_profile(self.profile), liveness=pair)
+        try:
+            from edge.profile import quality_config
+
+            pipe.quality = quality_config(self._profile())  # the same checks for enrolment and verification
+            pipe.liveness = build_liveness(mode, passive=pipe.liveness, camera_ir=camera_ir)
+        except Exception:
+            pipe.close()
+            raise
+        return pipe
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from edge.face.liveness_modes import begin_attempt, describe
 from edge.face.match import match
 from edge.face.types import FaceEmbedding
 from edge.types import Frame
@@ -80,6 +81,7 @@ class FrameResult:
     quality_ok: bool | None = None
     quality_reasons: tuple[str, ...] = ()
     timings_ms: dict = field(default_factory=dict, compare=False)
+    liveness_detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class VerifyDecision:
             qual = "-" if f.quality_ok is None else ("ok" if f.quality_ok else ",".join(f.quality_reasons))
             lines.append(f" {f.index:5d} {f.faces:5d}  {sim:>10}  {str(f.best_user or '-'):12.12s}  "
                          f"{live:9s}  {qual:13.13s}  {'yes' if f.passed else 'no ':4s}  {f.reason}")
+            if f.liveness_detail and f.liveness_detail != "-":
+                lines.append(f"       liveness {f.liveness_detail}")
         lat = self.latency_ms()
         if lat:
             lines.append("latency per frame (ms): " + "  ".join(f"{k} {v:.1f}" for k, v in lat.items()))
@@ -149,7 +153,8 @@ def _judge_frame(frame: Frame, analysis, templates, threshold: float, require_li
     live = None if face.liveness is None else bool(face.liveness.live)
     live_score = None if face.liveness is None else float(face.liveness.score)
     common = dict(live=live, liveness_score=live_score, quality_ok=face.quality.ok,
-                  quality_reasons=tuple(face.quality.reasons), timings_ms=timings)
+                  quality_reasons=tuple(face.quality.reasons), timings_ms=timings,
+                  liveness_detail=describe(face.liveness))
     if face.embedding is None:
         raise ValueError("the face pipeline returned no embedding; verification needs one")
     t0 = time.perf_counter()
@@ -190,6 +195,7 @@ def verify(pipeline, frames: Iterable[Frame], templates: Mapping[str, Sequence[F
                             "pass --liveness-dir (models from `edge-export liveness`) or, knowingly "
                             "insecure, --no-liveness")
     k, n = (1, 1) if still else (policy.k, policy.n)
+    begin_attempt(getattr(pipeline, "liveness", None), still=still)  # modality and IR state per attempt
     window: deque[bool] = deque(maxlen=n)
     results: list[FrameResult] = []
     start = clock()
