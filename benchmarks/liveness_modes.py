@@ -35,13 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 from edge import paths  # noqa: E402
 from edge.face.liveness import PassiveLiveness  # noqa: E402
-from edge.face.liveness_modes import begin_attempt, build_liveness  # noqa: E402
+from edge.face.liveness_modes import build_liveness  # noqa: E402
 from edge.face.pipeline import FacePipeline  # noqa: E402
 from edge.imageio import load_image  # noqa: E402
 from edge.vision.face_detectors import create_face_detector  # noqa: E402
-from tests._ir_frames import ir_sequence  # noqa: E402
+from tests._ir_frames import attempt, ir_sequence  # noqa: E402
 
-K, N = 3, 5
 SEQ_FRAMES = 8
 FRAME_W, FRAME_H, FRAME_GREY, LFW_SCALE = 640, 480, 110, 2
 
@@ -53,21 +52,6 @@ def in_frame(crop: np.ndarray) -> np.ndarray:
     y0, x0 = (FRAME_H - big.shape[0]) // 2, (FRAME_W - big.shape[1]) // 2
     frame[y0:y0 + big.shape[0], x0:x0 + big.shape[1]] = big
     return frame
-
-
-def attempt(pipe: FacePipeline, frames: list[np.ndarray]) -> tuple[bool, list]:
-    """One attempt: ``(accepted, per-frame results)`` by the k-of-n rule (a still: its one frame)."""
-    still = len(frames) == 1
-    begin_attempt(pipe.liveness, still=still)
-    window, results = [], []
-    for f in frames:
-        face = pipe.analyze(f, embed=False).largest
-        live = face is not None and face.liveness is not None and face.liveness.live
-        results.append(None if face is None else face.liveness)
-        window = (window + [live])[-N:]
-        if sum(window) >= (1 if still else K):
-            return True, results
-    return False, results
 
 
 def count(pipe, sequences) -> tuple[int, int]:

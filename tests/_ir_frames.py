@@ -26,7 +26,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["ir_sequence", "KINDS", "CANVAS"]
+__all__ = ["ir_sequence", "attempt", "KINDS", "CANVAS"]
 
 #: (width, height) of the simulated IR frames.
 CANVAS = (640, 480)
@@ -106,3 +106,26 @@ def ir_sequence(photo_bgr: np.ndarray, kind: str = "live", *, frames: int = 6, s
             frame = _frame(room, photo, where, LIT_GAIN if i % 2 == 0 else UNLIT_GAIN, gain, fall, rng, noise)
         out.append(frame)
     return out
+
+
+def attempt(pipe, frames: list[np.ndarray], k: int = 3, n: int = 5) -> tuple[bool, list]:
+    """One liveness attempt through ``pipe`` (a FacePipeline), decided as ``edge unlock verify``
+    does: a still on its one frame, a sequence when ``k`` of the last ``n`` frames are live.
+
+    Returns:
+        ``(accepted, [LivenessResult or None per frame])``.
+    """
+    from edge.face.liveness_modes import begin_attempt
+
+    still = len(frames) == 1
+    begin_attempt(pipe.liveness, still=still)
+    window: list[bool] = []
+    results = []
+    for f in frames:
+        face = pipe.analyze(f, embed=False).largest
+        live = face is not None and face.liveness is not None and face.liveness.live
+        results.append(None if face is None else face.liveness)
+        window = (window + [live])[-n:]
+        if sum(window) >= (1 if still else k):
+            return True, results
+    return False, results

@@ -341,3 +341,74 @@ def test_enrolment_killed_during_the_write_keeps_the_previous_store(cli, people,
     listing = fresh.load_all()
     assert listing.users() == [USER] and not listing.problems
     assert cli("unlock", "verify", USER, "--source", people.genuine[0])[0] == 0
+
+
+# -- liveness modes, quality, defaults (issue 12) -------------------------------------------------
+
+def _strict_profile(tmp_path: Path, **quality) -> Path:
+    """The x86_dev profile with a [quality] table."""
+    from edge.profile import profiles_dir
+
+    text = (profiles_dir() / "x86_dev.toml").read_text(encoding="utf-8")
+    table = "\n".join(f"{k} = {v}" for k, v in quality.items())
+    path = tmp_path / "strict.toml"
+    path.write_text(f"{text}\n[quality]\n{table}\n", encoding="utf-8")
+    return path
+
+
+def test_liveness_modes_on_the_command_line(cli, people, tmp_path):
+    grey = tmp_path / "grey.png"  # what an IR or monochrome camera delivers: one channel
+    cv2.imwrite(str(grey), cv2.imread(str(people.genuine[0]), cv2.IMREAD_GRAYSCALE))
+    code, out, err = cli("unlock", "verify", USER, "--source", grey, "--explain")
+    assert code == 0, out + err
+    assert "liveness auto→ir; ir: face_level" in out  # the modality decided and the check's figures
+    code, out, _ = cli("unlock", "verify", USER, "--source", grey, "--liveness", "rgb", "--json")
+    assert code == 1 and json.loads(out)["reason"] == "liveness"  # the RGB pair on a grey face
+    code, _, err = cli("unlock", "verify", USER, "--source", people.genuine[0], "--liveness", "ir")
+    assert code == 2 and "IR is required but the frames are colour" in err
+    assert cli("unlock", "verify", USER, "--source", grey, "--liveness", "infrared")[0] == 2
+    code, _, err = cli("unlock", "verify", USER, "--source", grey, "--liveness", "rgb", "--no-liveness")
+    assert code == 2 and "not allowed with" in err
+    code, _, err = cli("unlock", "verify", USER, "--source", people.genuine[0], "--liveness", "off")
+    assert code == 0 and "liveness is DISABLED" in err and _last_audit(cli.env)["insecure"] == ["no_liveness"]
+
+
+def test_an_unusable_frame_answers_retry_and_does_not_count(cli, people, tmp_path):
+    profile = _strict_profile(tmp_path, min_face_px=2000)
+    code, out, err = cli("unlock", "verify", USER, "--source", people.genuine[0], "--profile", profile, "--json")
+    assert code == 4, err
+    decision = json.loads(out)
+    assert decision["reason"] == "retry" and decision["frames"][0]["similarity"] is None  # never matched
+    assert not (Path(cli.env["EDGE_UNLOCK_STATE"]) / "lockout.json").exists()
+    assert cli("unlock", "verify", USER, "--source", people.genuine[0], "--profile", profile, "--liveness", "auto",
+               "--explain")[1].count("too_small") == 1
+
+
+def test_enrolment_keeps_the_best_and_explains_each_photo(cli, people, samples, tmp_path):
+    folder = link_folder(tmp_path / "mixed", people.enrol)
+    (folder / "group.jpg").symlink_to(samples / "group_t1.jpg")
+    cv2.imwrite(str(folder / "wall.png"), np.full((240, 320), 128, np.uint8))
+    code, out, err = cli("unlock", "enroll", "dave", "--source", folder, "-k", "3", "--allow-duplicate", "--explain")
+    assert code == 0, err
+    assert "enrolled dave: 3 templates from 7 frames" in out
+    assert "group.jpg: several faces (6)" in out and "wall.png: no face" in out
+    assert out.count(": kept (quality score") == 3 and out.count("good, but not among the best") == 2
+    assert cli("unlock", "remove", "dave")[0] == 0
+    code, out, err = cli("unlock", "enroll", "erin", "--source", folder, "--profile",
+                         _strict_profile(tmp_path, min_face_px=2000), "--explain")
+    assert code == 2 and "only 0 of 5 good samples (at least 3 needed)" in err
+    assert "face too small:" in out and "px < 2000" in out
+    assert '"erin"' not in cli("unlock", "list", "--json")[1]
+
+
+def test_installed_liveness_models_are_found_without_options(cli, people, live_dir, tmp_path, monkeypatch):
+    import shutil
+
+    prefix = tmp_path / "venv"
+    shutil.copytree(live_dir, prefix / "share" / "edgesight" / "liveness")
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    env = {k: v for k, v in cli.env.items() if k != "EDGE_UNLOCK_LIVENESS_DIR"}
+    bare = type(cli)(cli.monkeypatch, cli.capsys, env)
+    code, out, err = bare("unlock", "verify", USER, "--source", people.genuine[0], "--explain")
+    assert code == 0, err
+    assert "liveness minifasnet_v1se_scale4.0+minifasnet_v2_scale2.7" in out

@@ -1,7 +1,9 @@
 """``edge unlock``: enrol faces, verify them (for PAM), and manage the encrypted template store.
 
 Exit codes of ``edge unlock verify``: 0 accepted, 1 rejected / timed out / refused by policy /
-not enrolled, 2 error (models, key, store, source …), 3 locked out. The other sub-commands
+not enrolled, 2 error (models, key, store, source …), 3 locked out, 4 retry (a face was seen but
+no frame passed the quality checks — too small, blurred, clipped …: not matched, not counted
+towards the lockout). The other sub-commands
 return 0 on success and 2 on error.
 
 Every state path takes an option or an environment variable (see :mod:`edge.unlock.config`):
@@ -24,7 +26,7 @@ from edge.cli.argtypes import integer, number, threads
 from edge.face.liveness_modes import LIVENESS_MODES
 
 #: Exit codes of ``edge unlock verify``.
-EXIT_ACCEPT, EXIT_REJECT, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_ACCEPT, EXIT_REJECT, EXIT_ERROR, EXIT_LOCKED, EXIT_RETRY = 0, 1, 2, 3, 4
 #: Environment variables for options that are not state paths.
 ENV_SOURCE, ENV_LIVENESS_DIR, ENV_PROFILE, ENV_PASSPHRASE = (
     "EDGE_UNLOCK_SOURCE", "EDGE_UNLOCK_LIVENESS_DIR", "EDGE_UNLOCK_PROFILE", "EDGE_UNLOCK_PASSPHRASE")
@@ -35,11 +37,16 @@ DEFAULT_DETECTOR, DEFAULT_EMBEDDER = "yunet", "sface_2021dec_fp32"
 
 def _state_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("state locations (option, else environment variable, else default)")
-    g.add_argument("--store", metavar="DIR", help="template store (EDGE_UNLOCK_STORE; /var/lib/edgesight/templates)")
-    g.add_argument("--key", metavar="FILE", help="template key file (EDGE_UNLOCK_KEY; /etc/edgesight/unlock.key)")
-    g.add_argument("--audit", metavar="FILE", help="audit log (EDGE_UNLOCK_AUDIT; /var/log/edgesight/audit.jsonl)")
-    g.add_argument("--state", metavar="DIR", help="lockout state (EDGE_UNLOCK_STATE; /var/lib/edgesight/state)")
+    g = p.add_argument_group("state locations (option, else environment variable, else default: "
+                             "root's path, or for other users under $XDG_STATE_HOME / $XDG_CONFIG_HOME)")
+    g.add_argument("--store", metavar="DIR", help="template store (EDGE_UNLOCK_STORE; /var/lib/edgesight/templates, "
+                                                  "user: $XDG_STATE_HOME/edgesight/templates)")
+    g.add_argument("--key", metavar="FILE", help="template key file (EDGE_UNLOCK_KEY; /etc/edgesight/unlock.key, "
+                                                 "user: $XDG_CONFIG_HOME/edgesight/unlock.key)")
+    g.add_argument("--audit", metavar="FILE", help="audit log (EDGE_UNLOCK_AUDIT; /var/log/edgesight/audit.jsonl, "
+                                                   "user: $XDG_STATE_HOME/edgesight/audit.jsonl)")
+    g.add_argument("--state", metavar="DIR", help="lockout state (EDGE_UNLOCK_STATE; /var/lib/edgesight/state, "
+                                                  "user: $XDG_STATE_HOME/edgesight/state)")
     return p
 
 
@@ -92,7 +99,11 @@ def add_parser(sub) -> None:
     e = usub.add_parser("enroll", parents=[state, models], help="enrol a user from a camera or photos")
     e.add_argument("user")
     e.add_argument("--source", help=f"camera, video, image or folder of photos ({ENV_SOURCE}; default 0)")
-    e.add_argument("-k", "--samples", type=integer(1, 100), default=5, help="good samples to collect (default: 5)")
+    e.add_argument("-k", "--samples", type=integer(1, 100), default=None,
+                   help="the best good samples to keep (default: the profile's unlock.enroll_samples, else 5)")
+    e.add_argument("--min-samples", type=integer(1, 100), default=None,
+                   help="refuse with fewer good samples (default: the profile's unlock.enroll_min, else 3; "
+                        "at most -k)")
     e.add_argument("--timeout", type=number(0, low_open=True), default=60.0, help="seconds before giving up (default: 60)")
     how = e.add_mutually_exclusive_group()
     how.add_argument("--replace", action="store_true", help="re-enrol an enrolled user")
@@ -103,7 +114,7 @@ def add_parser(sub) -> None:
     e.set_defaults(func=_guarded(cmd_enroll))
 
     v = usub.add_parser("verify", parents=[state, models],
-                        help="verify a face (exit 0 accept, 1 reject, 2 error, 3 locked out)")
+                        help="verify a face (exit 0 accept, 1 reject, 2 error, 3 locked out, 4 retry)")
     v.add_argument("user", nargs="?", help="the claimed user (omit to identify among all)")
     v.add_argument("--source", help=f"camera, video or image ({ENV_SOURCE}; default 0)")
     v.add_argument("--timeout", type=number(0, low_open=True), default=4.0, help="seconds before rejecting (default: 4)")
@@ -255,7 +266,7 @@ def _when(t: float) -> str:
 # -- commands ----------------------------------------------------------------------------------
 
 def cmd_verify(args) -> int:
-    from edge.unlock.verify import VerifyPolicy
+    from edge.unlock.verify import REASON_RETRY, VerifyPolicy
 
     app = _app(args, with_models=True)
     try:
@@ -290,27 +301,40 @@ def cmd_verify(args) -> int:
     if outcome.lock is not None and outcome.lock.locked:
         print(f"edge unlock: {outcome.lock.failures} consecutive failures: locked out for "
               f"{outcome.lock.remaining_s:.0f} s", file=sys.stderr)
-    return EXIT_ACCEPT if d.accepted else EXIT_REJECT
+    if d.accepted:
+        return EXIT_ACCEPT
+    return EXIT_RETRY if d.reason == REASON_RETRY else EXIT_REJECT
 
 
 def cmd_enroll(args) -> int:
     from edge.unlock.enroll import EnrollPolicy
 
+    from edge.errors import EnrollmentError
+    from edge.profile import UnlockSpec
+
     app = _app(args, with_models=True)
-    policy = EnrollPolicy(samples=args.samples, allow_duplicate=args.allow_duplicate,
-                          keep_images=args.keep_images, timeout_s=args.timeout)
+    prof = app.options._profile()
+    spec = prof.unlock if prof is not None else UnlockSpec()
+    samples = args.samples or spec.enroll_samples
+    policy = EnrollPolicy(samples=samples, min_samples=min(args.min_samples or spec.enroll_min, samples),
+                          allow_duplicate=args.allow_duplicate, keep_images=args.keep_images, timeout_s=args.timeout)
     try:
         result = _models_or_help(lambda: app.enroll(args.user, _source(args), policy, replace=args.replace,
                                                     add=args.add), app.options)
         used = _models_used(app)
+    except EnrollmentError as e:
+        if args.explain:
+            for v in getattr(e, "verdicts", ()):
+                print(f"  {v.explain()}")
+        raise
     finally:
         app.close()
     if args.explain:
         print(used)
         for v in result.verdicts:
-            extra = ",".join(v.quality_reasons)
-            live = "-" if v.liveness_score is None else f"{v.liveness_score:.3f}"
-            print(f"  frame {v.index:4d} {v.reason:14s} faces={v.faces} liveness={live} {extra}  {v.source}")
+            print(f"  {v.explain()}")
+            if v.liveness_detail and v.liveness_detail != "-":
+                print(f"      liveness {v.liveness_detail}")
     r = result.record
     print(f"enrolled {r.user}: {r.vectors.shape[0]} templates from {len(result.verdicts)} frames "
           f"({r.model_id}{', face crops stored' if r.images else ''})")

@@ -62,9 +62,11 @@ class IrConfig:
         min_face_level: the face region's mean grey level must reach this (lit by the emitter).
         min_strobe_contrast: with ``strobe``, the face region's relative brightness change
             between consecutive frames, ``|a − b| / max(a, b)``, must reach this; with
-        strobe_detect_contrast: with ``strobe="auto"``, the emitter strobes when the surround
+        strobe_detect_contrast: with ``strobe="auto"``, a surround pixel strobes when it
             alternates over three frames with at least this relative change at each step (the
-            unlit frames keep only ambient light; a flickering display changes far less).
+            unlit frames keep only ambient light; a flickering display changes far less) …
+        min_strobe_fraction: … and the emitter strobes when at least this fraction of the
+            surround's pixels do.
         min_surround_level: the lit surround must reach this grey level for its change to be
             read as a strobe (sensor noise on a black background is not).
         max_face_jump: under a constant emitter, the largest relative face-brightness change
@@ -80,6 +82,7 @@ class IrConfig:
     min_face_level: float = 40.0
     min_strobe_contrast: float = 0.15
     strobe_detect_contrast: float = 0.5
+    min_strobe_fraction: float = 0.2
     min_surround_level: float = 8.0
     max_face_jump: float = 0.15
     max_box_jump: float = 0.5
@@ -130,6 +133,8 @@ def classify_frame(image: np.ndarray, config: IrConfig = IrConfig()) -> FrameKin
 STROBE_SETTINGS = (False, True, "auto")
 #: The surround is the frame outside the face box enlarged by this factor around its centre.
 _SURROUND_SCALE = 1.6
+#: Subsampling step of the per-pixel strobe detection.
+_GRID = 4
 
 
 def _slices(shape, box, scale: float = 1.0) -> tuple[slice, slice]:
@@ -228,13 +233,24 @@ class IrLiveness:
         return kind
 
     def _alternates(self, box) -> bool:
-        """The surround of the last three frames goes lit, unlit, lit (or the reverse), strongly."""
-        levels = [_surround_mean(g, box) for _, g in self._frames]
-        if any(v is None for v in levels) or max(levels) < self.config.min_surround_level:
+        """Enough of the surround goes lit, unlit, lit (or the reverse) over the last three frames.
+
+        Judged per pixel (on a 4× subsampled grid): an emitter that strobes lights whatever is
+        near the camera, so a large part of the surround alternates strongly; a display held up
+        to the camera (self-lit, or flickering less) does not, whatever the room around it does.
+        """
+        cfg = self.config
+        ys, xs = _slices(self._frames[-1][1].shape, box, _SURROUND_SCALE)
+        a, b, c = (g[::_GRID, ::_GRID].astype(np.float32) for _, g in self._frames)
+        outside = np.ones(a.shape, bool)
+        outside[ys.start // _GRID:-(-ys.stop // _GRID), xs.start // _GRID:-(-xs.stop // _GRID)] = False
+        if np.count_nonzero(outside) < 0.1 * outside.size:
             return False
-        a, b, c = levels
-        steps = (_contrast(a, b), _contrast(b, c))
-        return (b - a) * (c - b) < 0 and min(steps) >= self.config.strobe_detect_contrast
+        lit = np.maximum(np.maximum(a, b), c) >= cfg.min_surround_level
+        ab = np.abs(a - b) / np.maximum(np.maximum(a, b), 1.0)
+        bc = np.abs(b - c) / np.maximum(np.maximum(b, c), 1.0)
+        flips = ((b - a) * (c - b) < 0) & (ab >= cfg.strobe_detect_contrast) & (bc >= cfg.strobe_detect_contrast)
+        return bool(np.count_nonzero(flips & lit & outside) >= cfg.min_strobe_fraction * np.count_nonzero(outside))
 
     def check(self, image: np.ndarray, box_xyxy, landmarks=None) -> LivenessResult:
         """Judge the face ``box_xyxy`` of ``image``.

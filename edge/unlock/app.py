@@ -31,7 +31,7 @@ from edge.unlock.guards import check_guards
 from edge.unlock.keys import FileKeyProvider, KeyProvider
 from edge.unlock.lockout import LockoutTracker, LockStatus
 from edge.unlock.store import StoreListing, TemplateStore
-from edge.unlock.verify import VerifyDecision, VerifyPolicy, verify
+from edge.unlock.verify import REASON_RETRY, VerifyDecision, VerifyPolicy, verify
 
 __all__ = ["PipelineOptions", "UnlockApp", "VerifyOutcome", "ANY_USER", "resolve_profile"]
 
@@ -270,7 +270,7 @@ class UnlockApp:
         lock = None
         if decision.accepted:
             self.lockout.record_success(key)
-        elif decision.face_seen:  # an empty stream (nobody there) is not an attempt
+        elif decision.face_seen and decision.reason != REASON_RETRY:  # nobody there, or no usable frame
             lock = self.lockout.record_failure(key)
         recent = decision.frames[-AUDIT_MAX_FRAMES:]
         self.audit(

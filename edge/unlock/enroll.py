@@ -1,9 +1,14 @@
-"""Enrolment: collect K good, live, mutually different face samples and store them as templates.
+"""Enrolment: keep the K best good, live, mutually different face samples and store them as templates.
 
-A frame gives a sample only if it shows exactly one face that passes the quality checks of
-:mod:`edge.face.quality` (size, sharpness, exposure, near-frontal pose), passes liveness, and
-differs from every sample kept so far (cosine below :attr:`EnrollPolicy.distinct_cosine`): five
-copies of the same frame would make five identical templates and no better matching than one.
+A frame is a candidate only if it shows exactly one face that passes the quality checks of
+:mod:`edge.face.quality` (size, sharpness, exposure, near-frontal pose, thresholds from the
+profile's ``[quality]`` table) and passes liveness. From a finite source (a photo, a folder of
+photos, a video file) every frame is read; from a camera, frames are read until K candidates are
+found. The candidates are ranked by :func:`~edge.face.quality.quality_score` and taken best
+first, skipping any too similar to one already taken (cosine at or above
+:attr:`EnrollPolicy.distinct_cosine`: five copies of the same frame would make five identical
+templates and no better matching than one). Enrolment is refused only when fewer than
+:attr:`EnrollPolicy.min_samples` (the profile's ``unlock.enroll_min``) remain.
 Before anything is stored, the samples are matched against every other enrolled user at the
 verification threshold; a face that already unlocks someone else is refused unless
 ``allow_duplicate`` is set (two accounts of one person).
@@ -43,6 +48,9 @@ CROP_JPEG_QUALITY = 90
 # Reasons a frame gives no sample (shown by --explain and in the error message).
 R_KEPT, R_NO_FACE, R_MANY_FACES, R_LIVENESS, R_NO_LIVENESS, R_SIMILAR = (
     "kept", "no_face", "several_faces", "liveness", "liveness_not_checked", "too_similar")
+#: A good sample left out because K better ones were kept.
+R_RANKED_OUT = "ranked_out"
+R_QUALITY = "quality"
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,8 @@ class EnrollPolicy:
     """How enrolment collects samples.
 
     Attributes:
-        samples: K, the number of samples to keep.
+        samples: K, the number of samples to keep (the best ones).
+        min_samples: the fewest good samples enrolment accepts (``None``: ``samples``).
         distinct_cosine: a new sample must have cosine similarity below this to every kept one.
         require_liveness: every sample must pass liveness (False only with ``--no-liveness``).
         allow_duplicate: store a face that already matches another enrolled user.
@@ -60,6 +69,7 @@ class EnrollPolicy:
     """
 
     samples: int = 5
+    min_samples: int | None = None
     distinct_cosine: float = 0.98
     require_liveness: bool = True
     allow_duplicate: bool = False
@@ -70,6 +80,8 @@ class EnrollPolicy:
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.min_samples is not None and not 1 <= self.min_samples:
+            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
         if not -1.0 < self.distinct_cosine <= 1.0:
             raise ValueError(f"distinct_cosine must be in (-1, 1], got {self.distinct_cosine}")
 
@@ -86,6 +98,19 @@ class SampleVerdict:
     liveness_score: float | None = None
     max_similarity_to_kept: float | None = None
     timings_ms: dict = dataclasses.field(default_factory=dict, compare=False)
+    quality_texts: tuple[str, ...] = ()
+    quality_score: float | None = None
+    liveness_detail: str = ""
+
+    def explain(self) -> str:
+        """Why this frame or photo was kept or skipped, in words with figures (``--explain``)."""
+        why = {R_KEPT: "kept", R_NO_FACE: "no face", R_MANY_FACES: f"several faces ({self.faces})",
+               R_LIVENESS: f"liveness failed ({self.liveness_detail})",
+               R_NO_LIVENESS: "liveness not checked", R_RANKED_OUT: "good, but not among the best",
+               R_SIMILAR: f"too similar to a kept sample (cosine {self.max_similarity_to_kept or 0:.3f})",
+               R_QUALITY: "; ".join(self.quality_texts) or "quality"}.get(self.reason, self.reason)
+        score = "" if self.quality_score is None else f" (quality score {self.quality_score:.2f})"
+        return f"{self.source}: {why}{score if self.reason in (R_KEPT, R_RANKED_OUT, R_SIMILAR) else ''}"
 
 
 @dataclass(frozen=True)
@@ -98,28 +123,21 @@ class EnrollResult:
     replaced: bool = False
 
 
-def _judge(face: FaceObservation | None, n_faces: int, kept: list[FaceEmbedding],
-           policy: EnrollPolicy) -> tuple[str, tuple[str, ...], float | None]:
+def _judge(face: FaceObservation | None, n_faces: int, policy: EnrollPolicy) -> str:
     if n_faces == 0 or face is None:
-        return R_NO_FACE, (), None
+        return R_NO_FACE
     if n_faces > 1:
-        return R_MANY_FACES, (), None
+        return R_MANY_FACES
     if not face.quality.ok:
-        return "quality", tuple(face.quality.reasons), None
+        return R_QUALITY
     if policy.require_liveness:
         if face.liveness is None:
-            return R_NO_LIVENESS, (), None
+            return R_NO_LIVENESS
         if not face.liveness.live:
-            return R_LIVENESS, (), None
+            return R_LIVENESS
     if face.embedding is None:
         raise EnrollmentError("the face pipeline returned no embedding; enrolment needs one")
-    if kept:
-        sims = np.stack([k.vector for k in kept]) @ face.embedding.vector
-        best = float(sims.max())
-        if best >= policy.distinct_cosine:
-            return R_SIMILAR, (), best
-        return R_KEPT, (), best
-    return R_KEPT, (), None
+    return R_KEPT
 
 
 def _crop_jpeg(frame: Frame, face: FaceObservation) -> bytes:
@@ -133,48 +151,94 @@ def _crop_jpeg(frame: Frame, face: FaceObservation) -> bytes:
     return buf.tobytes()
 
 
+def _is_stills(frames) -> bool:
+    from edge.sources import ImageFileSource, ImageFolderSource
+
+    return isinstance(frames, (ImageFileSource, ImageFolderSource))
+
+
+def _is_finite(frames) -> bool:
+    from edge.sources import VideoFileSource
+
+    return _is_stills(frames) or isinstance(frames, (VideoFileSource, list, tuple))
+
+
 def collect_samples(pipeline, frames: Iterable[Frame], policy: EnrollPolicy = EnrollPolicy(), *,
                     clock: Callable[[], float] = time.monotonic
                     ) -> tuple[list[FaceEmbedding], list[bytes], list[SampleVerdict]]:
-    """Read frames until ``policy.samples`` good samples are kept.
+    """Read the frames and keep the ``policy.samples`` best distinct good ones.
+
+    Each photo of a folder is its own liveness attempt (a still); a camera or video is one.
 
     Returns:
-        ``(embeddings, crops, verdicts)``: crops are JPEG bytes only if ``keep_images``.
+        ``(embeddings, crops, verdicts)``: crops are JPEG bytes only if ``keep_images``;
+        one verdict per frame, in reading order.
 
     Raises:
-        EnrollmentError: the source ended, the timeout or the frame limit was reached first;
-            the message counts the reasons frames were skipped.
+        EnrollmentError: fewer than ``policy.min_samples`` good distinct samples before the
+            source ended, the timeout or the frame limit; the message counts the reasons
+            frames were skipped.
     """
-    kept: list[FaceEmbedding] = []
-    crops: list[bytes] = []
+    from edge.face.liveness_modes import begin_attempt, describe
+    from edge.face.quality import quality_score, reason_texts
+
+    stills, read_all = _is_stills(frames), _is_finite(frames)
+    need = policy.samples if policy.min_samples is None else min(policy.min_samples, policy.samples)
     verdicts: list[SampleVerdict] = []
+    candidates: list[tuple[float, int, Frame, FaceObservation]] = []
     start = clock()
     stop_reason = "the source ended"
+    if not stills:
+        begin_attempt(getattr(pipeline, "liveness", None))
     for frame in frames:
+        if stills:
+            begin_attempt(getattr(pipeline, "liveness", None), still=True)
         analysis = pipeline.analyze(frame)
         face = analysis.largest
-        reason, qreasons, best = _judge(face, len(analysis.faces), kept, policy)
+        reason = _judge(face, len(analysis.faces), policy)
+        single = face is not None and len(analysis.faces) == 1
+        score = quality_score(face.quality, pipeline.quality) if reason == R_KEPT else None
         verdicts.append(SampleVerdict(
             frame.index, str(frame.metadata.get("path", frame.source_id)), reason, len(analysis.faces),
-            qreasons, None if face is None or face.liveness is None else float(face.liveness.score), best,
-            dict(analysis.timings_ms)))
+            tuple(face.quality.reasons) if single else (),
+            None if face is None or face.liveness is None else float(face.liveness.score), None,
+            dict(analysis.timings_ms), tuple(reason_texts(face.quality, pipeline.quality)) if single else (),
+            score, describe(face.liveness) if single else ""))
         if reason == R_KEPT:
-            kept.append(face.embedding)
-            if policy.keep_images:
-                crops.append(_crop_jpeg(frame, face))
-            if len(kept) >= policy.samples:
-                return kept, crops, verdicts
+            candidates.append((score, len(verdicts) - 1, frame, face))
+            if not read_all and len(candidates) >= policy.samples:
+                break
         if policy.timeout_s is not None and clock() - start > policy.timeout_s:
             stop_reason = f"the {policy.timeout_s:g} s timeout was reached"
             break
         if policy.max_frames is not None and len(verdicts) >= policy.max_frames:
             stop_reason = f"{policy.max_frames} frames were examined"
             break
-    counts = Counter(v.reason if v.reason != "quality" else f"quality:{'+'.join(v.quality_reasons)}"
+    kept: list[FaceEmbedding] = []
+    crops: list[bytes] = []
+    for score, i, frame, face in sorted(candidates, key=lambda c: (-c[0], c[1])):
+        best = None
+        if kept:
+            best = float((np.stack([k.vector for k in kept]) @ face.embedding.vector).max())
+        if len(kept) >= policy.samples:
+            reason = R_RANKED_OUT
+        elif best is not None and best >= policy.distinct_cosine:
+            reason = R_SIMILAR
+        else:
+            reason = R_KEPT
+            kept.append(face.embedding)
+            if policy.keep_images:
+                crops.append(_crop_jpeg(frame, face))
+        verdicts[i] = dataclasses.replace(verdicts[i], reason=reason, max_similarity_to_kept=best)
+    if len(kept) >= need:
+        return kept, crops, verdicts
+    counts = Counter(v.reason if v.reason != R_QUALITY else f"quality:{'+'.join(v.quality_reasons)}"
                      for v in verdicts if v.reason != R_KEPT)
     why = ", ".join(f"{k} ×{n}" for k, n in counts.most_common()) or "no frames"
-    raise EnrollmentError(f"only {len(kept)} of {policy.samples} good samples before {stop_reason} "
-                          f"({len(verdicts)} frames; skipped: {why})")
+    error = EnrollmentError(f"only {len(kept)} of {policy.samples} good samples (at least {need} needed) "
+                            f"before {stop_reason} ({len(verdicts)} frames; skipped: {why})")
+    error.verdicts = tuple(verdicts)  # for --explain
+    raise error
 
 
 def record_embeddings(record: TemplateRecord) -> list[FaceEmbedding]:

@@ -6,9 +6,13 @@ accepted as soon as ``k`` of the last ``n`` frames pass (3 of 5 by default), so 
 frame cannot unlock and one bad frame does not lock the user out. A still image is decided on
 its one frame (``still=True``). The attempt is rejected on timeout, or when the source ends.
 
-A rejected frame's reason follows the order of the checks: ``no_face``, then ``liveness`` (a
-spoof is a spoof whoever it shows), then ``no_match``. The decision's reason is the most
-advanced reason any frame reached, so a photo of the right person reads ``liveness``.
+A rejected frame's reason follows the order of the checks: ``no_face``, then ``quality`` (the
+face fails the quality checks of the profile's ``[quality]`` table: it is not matched at all),
+then ``liveness`` (a spoof is a spoof whoever it shows), then ``no_match``. The decision's reason
+is the most advanced reason any frame reached, so a photo of the right person reads
+``liveness``; when no frame got past ``quality`` the decision is ``retry`` (an unusable frame:
+too small, blurred, clipped… — ``edge unlock verify`` exits 4 and it does not count towards the
+lockout).
 
 Example:
     >>> with open_source("0") as frames:                                         # doctest: +SKIP
@@ -31,7 +35,7 @@ from edge.types import Frame
 
 __all__ = ["VerifyPolicy", "FrameResult", "VerifyDecision", "verify",
            "REASON_MATCH", "REASON_NO_FACE", "REASON_LIVENESS", "REASON_NO_MATCH", "REASON_TIMEOUT",
-           "REASON_SOURCE_ENDED"]
+           "REASON_SOURCE_ENDED", "REASON_QUALITY", "REASON_RETRY"]
 
 REASON_MATCH = "match"
 REASON_NO_FACE = "no_face"
@@ -39,8 +43,11 @@ REASON_LIVENESS = "liveness"
 REASON_NO_MATCH = "no_match"
 REASON_TIMEOUT = "timeout"
 REASON_SOURCE_ENDED = "source_ended"
+REASON_QUALITY = "quality"
+#: The decision when faces were seen but none was usable: ask the user to try again.
+REASON_RETRY = "retry"
 #: Frame reasons in the order the checks run; a decision reports the furthest one reached.
-_PROGRESS = (REASON_NO_FACE, REASON_LIVENESS, REASON_NO_MATCH)
+_PROGRESS = (REASON_NO_FACE, REASON_QUALITY, REASON_LIVENESS, REASON_NO_MATCH)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,8 @@ class VerifyDecision:
     Attributes:
         accepted: the user is recognised.
         user: the accepted user (or the claimed user on rejection; None if none was claimed).
-        reason: ``match`` on acceptance, else ``timeout``, ``no_face``, ``liveness``, ``no_match``.
+        reason: ``match`` on acceptance, else ``timeout``, ``no_face``, ``retry`` (only
+            unusable faces), ``liveness``, ``no_match``.
         frames: one :class:`FrameResult` per analysed frame.
         threshold: the cosine threshold used.
         k, n: the decision rule.
@@ -155,6 +163,8 @@ def _judge_frame(frame: Frame, analysis, templates, threshold: float, require_li
     common = dict(live=live, liveness_score=live_score, quality_ok=face.quality.ok,
                   quality_reasons=tuple(face.quality.reasons), timings_ms=timings,
                   liveness_detail=describe(face.liveness))
+    if not face.quality.ok:  # never match an unusable frame
+        return FrameResult(frame.index, len(analysis.faces), False, REASON_QUALITY, **common)
     if face.embedding is None:
         raise ValueError("the face pipeline returned no embedding; verification needs one")
     t0 = time.perf_counter()
@@ -202,6 +212,9 @@ def verify(pipeline, frames: Iterable[Frame], templates: Mapping[str, Sequence[F
     t_start = time.perf_counter()
 
     def decide(accepted: bool, reason: str) -> VerifyDecision:
+        reached = [r.reason for r in results if r.reason in _PROGRESS]
+        if not accepted and reached and max(reached, key=_PROGRESS.index) == REASON_QUALITY:
+            reason = REASON_RETRY
         user = results[-1].best_user if accepted else claimed_user
         return VerifyDecision(accepted, user, reason, tuple(results), float(threshold), k, n,
                               (time.perf_counter() - t_start) * 1e3, policy.require_liveness)
@@ -218,5 +231,4 @@ def verify(pipeline, frames: Iterable[Frame], templates: Mapping[str, Sequence[F
         if clock() - start > policy.timeout_s:
             return decide(False, REASON_TIMEOUT)
     reached = [r.reason for r in results if r.reason in _PROGRESS]
-    reason = max(reached, key=_PROGRESS.index) if reached else REASON_SOURCE_ENDED
-    return decide(False, reason)
+    return decide(False, max(reached, key=_PROGRESS.index) if reached else REASON_SOURCE_ENDED)
