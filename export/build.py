@@ -196,6 +196,20 @@ def _source_card(s: SourceModel):
     return get_card(s.name)
 
 
+def _golden_images(source: SourceModel, ctx: BuildContext) -> list[Path]:
+    """Real images of the role's report split for the release self-test (the user's data when given)."""
+    from export.roles import role_data
+
+    try:
+        data = ctx.user_data.get(source.role) or role_data(source.role, model_name=source.name)
+    except Exception as exc:  # noqa: BLE001 - no data: the self-test says it skipped the role
+        log.warning("self-test: no golden images for %s: %s", source.role, exc)
+        return []
+    from edge.selftest import IMAGES_PER_MODEL
+
+    return sorted(data.evaluation)[:IMAGES_PER_MODEL * 3]
+
+
 def _labels(card) -> Path | None:
     if card.labels is None:
         return None
@@ -289,8 +303,22 @@ def build(options: BuildOptions) -> BuildResult:
                   "models": [_model_report(o) for o in outcomes], "converters": converter_versions()}
         progress("signing and writing the bundle")
         target = Path(options.out) / profile.name
+        golden = {o.source.role: _golden_images(o.source, ctx) for o in outcomes}
+
+        def selftest(root: Path, roles: dict) -> None:
+            from edge.selftest import record
+
+            t = time.perf_counter()
+            index = record(root, roles, golden, progress=progress)
+            size = sum(p.stat().st_size for p in (root / "selftest").rglob("*") if p.is_file())
+            report["selftest"] = {"models": len(index["models"]), "skipped": index["skipped"], "bytes": size,
+                                  "seconds": round(time.perf_counter() - t, 1),
+                                  "images": {r: [p.name for p in ps] for r, ps in golden.items()},
+                                  "split": "report (first images by name)"}
+
         info = write_bundle(target, entries, profile=profile.name, private_key=private_key, report=report,
-                            report_md=render_markdown(report), archive=options.archive, created=finished)
+                            report_md=render_markdown, archive=options.archive, created=finished,
+                            selftest=selftest)
     finally:
         if options.work_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)

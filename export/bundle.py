@@ -136,8 +136,9 @@ def _write_archive(src: Path, archive: Path) -> Path:
 
 
 def write_bundle(target: str | Path, entries: Sequence[BundleEntry], *, profile: str, private_key,
-                 report: dict, report_md: str, archive: bool = False, created: str | None = None,
-                 before_commit: Callable[[Path], None] | None = None) -> BundleInfo:
+                 report: dict, report_md: str | Callable[[dict], str], archive: bool = False, created: str | None = None,
+                 before_commit: Callable[[Path], None] | None = None,
+                 selftest: Callable[[Path, dict], object] | None = None) -> BundleInfo:
     """Write, sign, self-verify and move a bundle into ``target``.
 
     Args:
@@ -146,11 +147,15 @@ def write_bundle(target: str | Path, entries: Sequence[BundleEntry], *, profile:
         profile: device profile name (recorded in the manifest).
         private_key: an Ed25519 private key object (:func:`export.keys.load_private_key`).
         report: the JSON report (written as ``report.json``).
-        report_md: the Markdown report.
+        report_md: the Markdown report, or a function rendering it from ``report`` (called after
+            ``selftest``, which may add to the report).
         archive: also write ``<target>.tar.gz``.
         created: UTC timestamp to record (default: now).
         before_commit: called with the finished temporary directory just before it is moved
             into place (tests inject failures here).
+        selftest: called with the directory and the manifest's roles once the models are in
+            place and before the reports and manifest are written, to record the release self-test
+            (:func:`edge.selftest.record`), which the signature then covers.
 
     Returns:
         The :class:`edge.bundle.BundleInfo` of the verified bundle.
@@ -165,9 +170,11 @@ def write_bundle(target: str | Path, entries: Sequence[BundleEntry], *, profile:
         roles: dict[str, list] = {}
         for e in entries:
             roles.setdefault(e.role, []).append(_copy_entry(tmp, e))
+        if selftest is not None:
+            selftest(tmp, roles)
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n",
                                        encoding="utf-8")
-        (tmp / REPORT_MD).write_text(report_md, encoding="utf-8")
+        (tmp / REPORT_MD).write_text(report_md(report) if callable(report_md) else report_md, encoding="utf-8")
         manifest = build_manifest(tmp, profile=profile, roles=roles, created=created or _utc_now())
         (tmp / MANIFEST).write_bytes(manifest)
         (tmp / SIGNATURE).write_bytes(sign_manifest(private_key, manifest))

@@ -73,3 +73,26 @@ def pytest_make_collect_report(collector):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under CI (CI is set, so this fails instead): {reason}"
+
+
+# -- one real signed release per session, shared by the release, self-test and flash tests -------
+
+RELEASE_PROFILE = Path(__file__).resolve().parent.parent / "firmware_configs" / "rpi5.toml"
+RELEASE_ROLES = "classifier,detector,face_detector,face_embedder,liveness"
+
+
+@pytest.fixture(scope="session")
+def release_build(tmp_path_factory, model_dir, data_dir):
+    """``edge-export build --profile rpi5`` (reduced: float TFLite, no fallback) → a signed directory
+    and .tar.gz, and the keys."""
+    pytest.importorskip("litert_torch")
+    from export.cli import main as export_main
+    from export.keys import generate_keypair
+
+    priv, pub = generate_keypair(tmp_path_factory.mktemp("release-keys"))
+    out = tmp_path_factory.mktemp("release-out")
+    code = export_main(["build", "--profile", str(RELEASE_PROFILE), "--out", str(out), "--key", str(priv),
+                        "--archive", "--only", RELEASE_ROLES, "--formats", "tflite_fp32", "--no-fallback",
+                        "--max-calibration", "8", "-q"])
+    assert code == 0
+    return {"dir": out / "rpi5", "tar": out / "rpi5.tar.gz", "pub": pub, "priv": priv}

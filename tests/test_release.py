@@ -37,21 +37,7 @@ ENROL = ("img26.jpg", "img27.jpg", "img28.jpg", "img42.jpg", "img43.jpg")
 GENUINE, STRANGER = "img44.jpg", "img1.jpg"
 
 
-# -- the release every consumer test uses ---------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def release_build(tmp_path_factory, model_dir, data_dir):
-    """``edge-export build --profile rpi5`` (reduced) → a signed directory and .tar.gz, and the keys."""
-    pytest.importorskip("litert_torch")
-    from export.cli import main as export_main
-    from export.keys import generate_keypair
-
-    priv, pub = generate_keypair(tmp_path_factory.mktemp("release-keys"))
-    out = tmp_path_factory.mktemp("release-out")
-    code = export_main(["build", "--profile", str(PROFILE), "--out", str(out), "--key", str(priv), "--archive",
-                        "--only", ROLES, "--formats", "tflite_fp32", "--no-fallback", "--max-calibration", "8", "-q"])
-    assert code == 0
-    return {"dir": out / "rpi5", "tar": out / "rpi5.tar.gz", "pub": pub, "priv": priv}
+# The release every consumer test uses: ``release_build`` in conftest.py (one build per session).
 
 
 @pytest.fixture
