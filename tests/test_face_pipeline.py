@@ -102,7 +102,7 @@ def test_quality_flags_blur_darkness_and_size(pipe, face_img):
     assert REASON_BLUR in blurred.quality.reasons
     dark = pipe.analyze((face_img * 0.15).astype(np.uint8), embed=False).largest
     assert dark is not None and REASON_DARK in dark.quality.reasons
-    s = 50 / w  # shrink so the face is ~50 px
+    s = 30 / w  # shrink so the face is ~30 px (the default minimum is 40 px)
     tiny = cv2.resize(face_img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
     tiny = cv2.copyMakeBorder(tiny, 100, 100, 100, 100, cv2.BORDER_CONSTANT)
     small = pipe.analyze(tiny, embed=False).largest
