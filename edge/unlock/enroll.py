@@ -152,15 +152,16 @@ def _crop_jpeg(frame: Frame, face: FaceObservation) -> bytes:
 
 
 def _is_stills(frames) -> bool:
+    """Photos (a file, a folder, or a list of uploaded photos): each is its own liveness attempt."""
     from edge.sources import ImageFileSource, ImageFolderSource
 
-    return isinstance(frames, (ImageFileSource, ImageFolderSource))
+    return isinstance(frames, (ImageFileSource, ImageFolderSource, list, tuple))
 
 
 def _is_finite(frames) -> bool:
     from edge.sources import VideoFileSource
 
-    return _is_stills(frames) or isinstance(frames, (VideoFileSource, list, tuple))
+    return _is_stills(frames) or isinstance(frames, VideoFileSource)
 
 
 def collect_samples(pipeline, frames: Iterable[Frame], policy: EnrollPolicy = EnrollPolicy(), *,
