@@ -10,9 +10,9 @@ DEV_PKGS := -e .[dev,export,onnx,litert,mqtt,plot,crypto,web] torch==2.13.0
 # liveness pair (there is no upstream ONNX of it) into the virtualenv.
 RUN_PKGS := -e .[onnx,litert,crypto,mqtt] torch==2.13.0 onnx onnxscript
 LIVENESS := $(VENV)/share/edgesight/liveness
-# Real servers the tests start themselves: an MQTT broker, PAM's test driver and a headless browser
-# for the web page (Debian packages).
-SYSTEM_PKGS := mosquitto pamtester chromium
+# Real servers the tests start themselves: an MQTT broker, PAM's test driver, a headless browser
+# for the web page and systemd's socket-activation tool for the unlock service (Debian packages).
+SYSTEM_PKGS := mosquitto pamtester chromium systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-quick clean system-deps bench-deps

@@ -88,6 +88,10 @@ class KeyFileError(UnlockError):
     """The template key is missing, has the wrong size, or its file is readable by others."""
 
 
+class StoreKeyMismatchError(KeyFileError):
+    """The key (file) given does not open the template store: its records use another key."""
+
+
 class TemplateStoreError(UnlockError):
     """The template store is unusable: unreadable, malformed or of an unsupported format."""
 
@@ -121,6 +125,10 @@ class LockedOutError(UnlockError):
     def __init__(self, message: str, *, user: str = "", until: float = 0.0) -> None:
         super().__init__(message)
         self.user, self.until = user, until
+
+
+class LockoutStateError(LockedOutError, TemplateStoreError):
+    """The lockout state file is unreadable or absurd: every user is locked until it is reset."""
 
 
 class UnlockRefused(UnlockError):

@@ -113,3 +113,88 @@ class UnlockPaths:
     def env(self, **extra: str) -> dict[str, str]:
         return {"EDGE_UNLOCK_STORE": str(self.store), "EDGE_UNLOCK_KEY": str(self.key),
                 "EDGE_UNLOCK_AUDIT": str(self.audit), "EDGE_UNLOCK_STATE": str(self.state), **extra}
+
+
+def enrolled_store(tmp_path_factory, data_dir: Path, user: str, name: str):
+    """``user`` enrolled from the five enrolment photos through the library, in a fresh state
+    under a temporary ``name`` folder; returns (paths, liveness dir, people, base folder)."""
+    from edge.unlock.app import PipelineOptions, UnlockApp
+    from edge.unlock.config import UnlockConfig
+
+    live = liveness_models(tmp_path_factory)
+    people = deepface_people(data_dir)
+    base = tmp_path_factory.mktemp(name)
+    paths = UnlockPaths.under(base)
+    config = UnlockConfig.resolve({"store_dir": paths.store, "key_file": paths.key,
+                                   "audit_file": paths.audit, "state_dir": paths.state}, env={})
+    app = UnlockApp(config, PipelineOptions(liveness_dir=live))
+    try:
+        app.enroll(user, str(link_folder(base / "photos", people.enrol)))
+    finally:
+        app.close()
+    return paths, live, people, base
+
+
+class WarmService:
+    """``edge unlock serve`` as a real process on a socket in a fresh directory that every user
+    may enter (so a test can connect as another uid); stopped with SIGTERM by :meth:`stop`."""
+
+    def __init__(self, paths: UnlockPaths, live: Path, *args: str, env: dict | None = None,
+                 activate: bool = False) -> None:
+        import os
+        import subprocess
+        import tempfile
+        import threading
+
+        self.dir = Path(tempfile.mkdtemp(prefix="edge-unlock-sock-"))
+        os.chmod(self.dir, 0o755)
+        self.socket = self.dir / "unlock.sock"
+        full_env = {k: v for k, v in (env or os.environ).items()
+                    if not k.startswith(("EDGE_UNLOCK_", "SSH_", "PAM_", "LISTEN_"))}
+        full_env.update(paths.env(EDGE_UNLOCK_LIVENESS_DIR=str(live)))
+        from edge.unlock.guards import ssh_ancestor
+
+        if ssh_ancestor() is not None:  # a developer over SSH: an empty /proc, as the PAM tests do
+            full_env["EDGE_UNLOCK_PROC"] = str(self.dir)
+        cmd = [str(EDGE_BIN), "unlock", "serve", "--client-source", *args]
+        if activate:  # systemd's own tool makes the socket and passes it as fd 3
+            passed = [f"--setenv={k}={v}" for k, v in full_env.items()]  # it passes no other variable
+            cmd = [shutil.which("systemd-socket-activate") or "systemd-socket-activate", "-l", str(self.socket),
+                   *passed, *cmd]
+        else:
+            cmd += ["--socket", str(self.socket)]
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "listening on" in line:
+                self.ready.set()
+        self.ready.set()
+
+    def wait_ready(self, timeout: float = 120.0) -> "WarmService":
+        if not self.ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise AssertionError(f"edge unlock serve did not start: {''.join(self.lines)}")
+        return self
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+            code = self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return code

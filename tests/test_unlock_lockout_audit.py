@@ -6,16 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import nullcontext as does_not_raise
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge.errors import LockedOutError, TemplateStoreError, UnlockRefused
+from edge.errors import LockedOutError, LockoutStateError, TemplateStoreError, UnlockRefused
 from edge.unlock.audit import AuditEvent, AuditLog, read_audit
 from edge.unlock.config import UnlockConfig
 from edge.unlock.guards import check_guards, lid_closed, ssh_reason
+from edge.unlock.fsutil import SLOW_WRITE_ENV
 from edge.unlock.lockout import LockoutPolicy, LockoutTracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,10 +84,88 @@ def test_lockout_is_persisted_across_processes(tmp_path):
     assert json.loads((tmp_path / "lockout.json").read_text())["users"]["alice"]["failures"] == 5
 
 
-def test_corrupt_lockout_state_fails_closed(tmp_path):
-    (tmp_path / "lockout.json").write_text("{not json")
-    with pytest.raises(TemplateStoreError, match="corrupt"):
-        LockoutTracker(tmp_path).check("alice")
+_RESERVE_SCRIPT = """
+import os, sys, time
+from edge.errors import LockedOutError
+from edge.unlock.lockout import LockoutTracker
+go = sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.005)
+try:
+    r = LockoutTracker(sys.argv[1]).begin_attempt("alice")
+    print("try", r.status.failures)
+except LockedOutError:
+    print("locked")
+"""
+
+
+def test_parallel_attempts_against_the_limit_get_exactly_that_many_tries(tmp_path):
+    """Eight real processes released at once against the limit of 5; every write is slowed so a
+    check-then-act would let them all through."""
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), SLOW_WRITE_ENV: "0.1"}
+    procs = [subprocess.Popen([sys.executable, "-c", _RESERVE_SCRIPT, str(tmp_path / "state"), str(go)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    time.sleep(1.0)  # let the interpreters start and wait on the go file
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    lines = sorted(o[0].strip() for o in outs)
+    assert lines == ["locked"] * 3 + [f"try {i}" for i in range(1, 6)]
+    status = LockoutTracker(tmp_path / "state").check("alice")
+    assert status.failures == 5 and status.locked
+
+
+def test_a_reservation_is_given_back_and_a_success_resets(tmp_path):
+    clock = FakeClock()
+    tracker = LockoutTracker(tmp_path, clock=clock)
+    for _ in range(4):
+        tracker.begin_attempt("alice")
+    fifth = tracker.begin_attempt("alice")
+    assert fifth.status.locked and fifth.status.failures == 5
+    tracker.release(fifth)  # it saw no face: not an attempt
+    status = tracker.check("alice")
+    assert (status.failures, status.locked) == (4, False)
+    tracker.record_success("alice")
+    assert tracker.check("alice").failures == 0
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe{}", "not UTF-8"),
+    (b"[]", "no 'users' object"),
+    (b'{"users": []}', "no 'users' object"),
+    (b'{"users": {"alice": 3}}', "users.alice is int"),
+    (b'{"users": {"alice": {"failures": NaN}}}', "failures is nan"),
+    (b'{"users": {"alice": {"failures": "9"}}}', "failures is '9'"),
+    (b'{"users": {"alice": {"failures": true}}}', "failures is True"),
+    (b'{"users": {"alice": {"failures": -1}}}', "failures is -1"),
+    (b'{"users": {"alice": {"failures": 1, "locked_until": NaN}}}', "locked_until is nan"),
+    (b'{"users": {"alice": {"failures": 1, "locked_until": 1e400}}}', "locked_until is inf"),
+    (b'{"users": {"alice": {"failures": 1, "locked_until": 1e300}}}', "locked_until is 1e+300"),
+    (b'{"users": {"bob": {"failures": 0, "last_failure": "yesterday"}}}', "last_failure is 'yesterday'"),
+])
+def test_unreadable_or_absurd_lockout_state_fails_closed(tmp_path, content, why):
+    state = tmp_path / "lockout.json"
+    state.write_bytes(content)
+    tracker = LockoutTracker(tmp_path)
+    for attempt in (lambda: tracker.begin_attempt("alice"), lambda: tracker.check("carol"),
+                    lambda: tracker.record_failure("alice"), lambda: tracker.record_success("alice")):
+        with pytest.raises(LockoutStateError, match="corrupt") as err:
+            attempt()
+        assert isinstance(err.value, LockedOutError)  # locked, not an error the caller may pass over
+        assert why in str(err.value) and str(state) in str(err.value) and "edge unlock reset" in str(err.value)
+    assert state.read_bytes() == content  # nothing rewritten
+    aside = tracker.reset("alice")
+    assert Path(aside).read_bytes() == content and not state.exists()
+    assert tracker.begin_attempt("alice").status.failures == 1
+
+
+def test_lockout_state_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "state").write_text("x")
+    with pytest.raises(TemplateStoreError, match=f"{tmp_path / 'state'} is not a directory"):
+        LockoutTracker(tmp_path / "state").begin_attempt("alice")
 
 
 # -- audit ---------------------------------------------------------------------------------------

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._unlock_helpers import (
-    EDGE_BIN, ROOT, SPOOFS, UnlockPaths, deepface_people, link_folder, liveness_models,
-)
+from tests._unlock_helpers import EDGE_BIN, ROOT, SPOOFS, UnlockPaths, WarmService, enrolled_store
 
 pytest.importorskip("cryptography")
 pytest.importorskip("onnxruntime")
@@ -46,27 +44,15 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def enrolled(tmp_path_factory, data_dir):
     """USER enrolled from five photos through the library (the CLI is tested elsewhere)."""
-    from edge.unlock.app import PipelineOptions, UnlockApp
-    from edge.unlock.config import UnlockConfig
-
-    live = liveness_models(tmp_path_factory)
-    people = deepface_people(data_dir)
-    base = tmp_path_factory.mktemp("pam")
-    paths = UnlockPaths.under(base)
-    config = UnlockConfig.resolve({"store_dir": paths.store, "key_file": paths.key,
-                                   "audit_file": paths.audit, "state_dir": paths.state}, env={})
-    app = UnlockApp(config, PipelineOptions(liveness_dir=live))
-    try:
-        app.enroll(USER, str(link_folder(base / "photos", people.enrol)))
-    finally:
-        app.close()
-    return paths, live, people, base
+    return enrolled_store(tmp_path_factory, data_dir, USER, "pam")
 
 
-def _write_conf(path: Path, paths: UnlockPaths, live: Path, source: Path, fake_proc: Path | None) -> Path:
+def _write_conf(path: Path, paths: UnlockPaths, live: Path, source: Path, fake_proc: Path | None,
+                socket: str = "off") -> Path:
     lines = [f"EDGE_BIN={EDGE_BIN}", "EDGE_UNLOCK_TIMEOUT=4", "EDGE_UNLOCK_LOAD_GRACE=90",
              *(f"{k}={v}" for k, v in paths.env().items()),
-             f"EDGE_UNLOCK_LIVENESS_DIR={live}", f"EDGE_UNLOCK_SOURCE={source}"]
+             f"EDGE_UNLOCK_LIVENESS_DIR={live}", f"EDGE_UNLOCK_SOURCE={source}",
+             f"EDGE_UNLOCK_SOCKET={socket}", "EDGE_UNLOCK_ACK_TIMEOUT=0.5"]
     if fake_proc is not None:
         lines.append(f"EDGE_UNLOCK_PROC={fake_proc}")
     path.write_text("\n".join(lines) + "\n")
@@ -90,8 +76,8 @@ def pam_service(enrolled, tmp_path):
     name = f"edgesight-test-{uuid.uuid4().hex[:12]}"
     service = PAM_DIR / name
 
-    def configure(source: Path, stack: str = "required") -> str:
-        _write_conf(conf, state, live, source, fake_proc)
+    def configure(source: Path, stack: str = "required", socket: str = "off") -> str:
+        _write_conf(conf, state, live, source, fake_proc, socket)
         lines = {"required": [f"auth required pam_exec.so quiet {HELPER} --conf {conf}"],
                  # the documented snippet, with pam_deny standing in for the password module
                  "sufficient": [f"auth sufficient pam_exec.so quiet stdout {HELPER} --conf {conf}",
@@ -162,3 +148,61 @@ def test_helper_refuses_unsafe_conf_and_odd_calls(enrolled, tmp_path, mode, env,
     proc = _run_helper(conf, env)
     assert proc.returncode == code, proc.stderr
     assert message in proc.stderr
+
+
+# -- the warm service (edge unlock serve) ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def warm(enrolled):
+    """`edge unlock serve` on the enrolled store, as a real process on a temporary socket."""
+    paths, live, _, _ = enrolled
+    svc = WarmService(paths, live).wait_ready()
+    yield svc
+    svc.stop()
+
+
+def test_pamtester_is_answered_by_the_warm_service(pam_service, warm):
+    configure, state, people = pam_service
+    from edge.unlock.audit import read_audit
+
+    proc = _pamtester(configure(people.genuine[2], stack="sufficient", socket=str(warm.socket)))
+    assert proc.returncode == 0, proc.stderr
+    assert "Face recognised." in proc.stdout
+    entry = read_audit(state.audit)[-1]
+    assert (entry["decision"], entry["via"], entry["pid"]) == ("accept", "service", warm.proc.pid)
+    proc = _pamtester(configure(people.strangers[2], socket=str(warm.socket)))
+    assert proc.returncode != 0
+    entry = read_audit(state.audit)[-1]
+    assert (entry["decision"], entry["reason"], entry["pid"]) == ("reject", "no_match", warm.proc.pid)
+
+
+def test_helper_decides_in_process_when_the_service_is_down(pam_service, tmp_path):
+    configure, state, people = pam_service
+    from edge.unlock.audit import read_audit
+
+    proc = _pamtester(configure(people.genuine[0], socket=str(tmp_path / "absent.sock")))
+    assert proc.returncode == 0, proc.stderr
+    entry = read_audit(state.audit)[-1]
+    assert entry["decision"] == "accept" and "via" not in entry
+
+
+def test_helper_decides_in_process_when_the_service_does_not_answer(pam_service, tmp_path):
+    """A socket that accepts connections (the kernel's backlog) but never answers."""
+    import socket as sk
+    import time
+
+    configure, state, people = pam_service
+    from edge.unlock.audit import read_audit
+
+    mute = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    mute.bind(str(tmp_path / "mute.sock"))
+    mute.listen(4)
+    try:
+        t0 = time.monotonic()
+        proc = _pamtester(configure(people.genuine[1], socket=str(tmp_path / "mute.sock")))
+        assert proc.returncode == 0, proc.stderr
+        assert time.monotonic() - t0 > 0.5  # it waited for the acknowledgement first
+    finally:
+        mute.close()
+    entry = read_audit(state.audit)[-1]
+    assert entry["decision"] == "accept" and "via" not in entry

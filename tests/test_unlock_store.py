@@ -18,12 +18,12 @@ import pytest
 pytest.importorskip("cryptography")
 
 from edge.errors import (  # noqa: E402
-    KeyFileError, StaleEnrollmentError, StaleTemplateError, TemplateIntegrityError,
+    KeyFileError, StaleEnrollmentError, StaleTemplateError, StoreKeyMismatchError, TemplateIntegrityError,
     TemplateStoreError, UnknownUserError, UserExistsError,
 )
-from edge.unlock.fsutil import PAUSE_AFTER_TEMP_ENV, TEMP_MARK, atomic_write  # noqa: E402
+from edge.unlock.fsutil import PAUSE_AFTER_TEMP_ENV, SLOW_WRITE_ENV, TEMP_MARK, atomic_write  # noqa: E402
 from edge.unlock.keys import FileKeyProvider, KeyProvider, StaticKeyProvider  # noqa: E402
-from edge.unlock.store import TemplateRecord, TemplateStore, validate_user  # noqa: E402
+from edge.unlock.store import KEY_CHECK_FILE, TemplateRecord, TemplateStore, validate_user  # noqa: E402
 from edge.unlock.transfer import export_store, import_store, read_export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,8 +124,9 @@ def test_store_on_disk_is_ciphertext(store, tmp_path):
     image = b"\xff\xd8\xff\xe0JFIF-not-really-a-face-but-must-not-leak" * 4
     store.save(_record(user, 7, images=(image,)))
     vectors = _vectors(7)
-    files = list(store.directory.iterdir())
+    files = [p for p in store.directory.iterdir() if p.suffix == ".tpl"]
     assert len(files) == 1
+    assert sorted(p.name for p in store.directory.iterdir() if p.suffix != ".tpl") == [".store.lock", "store.keycheck"]
     blob = files[0].read_bytes()
     secrets = [user.encode(), user.encode("utf-16-le"), vectors.tobytes(), vectors[0].tobytes(),
                vectors[0, :4].tobytes(), base64.b64encode(vectors.astype("<f4").tobytes())[:24],
@@ -169,13 +170,35 @@ def test_truncated_record_is_an_integrity_error(store):
         store.load("alice")
 
 
-def test_wrong_key_cannot_read(store, tmp_path):
+def test_wrong_key_is_refused_as_such_and_nothing_is_written(store, tmp_path):
     store.save(_record("alice", 1))
-    other = TemplateStore(store.directory, StaticKeyProvider(os.urandom(32)))
-    assert other.load_all().users() == []
-    assert len(other.load_all().problems) == 1
-    with pytest.raises(UnknownUserError):  # the name digest differs too: nothing is revealed
-        other.load("alice")
+    before = {p.name: p.read_bytes() for p in store.directory.iterdir()}
+    wrong = tmp_path / "wrong.key"
+    FileKeyProvider.create_key_file(wrong)
+    other = TemplateStore(store.directory, FileKeyProvider(wrong))
+    for attempt in (other.load_all, lambda: other.load("alice"), lambda: other.save(_record("alice", 2)),
+                    lambda: other.update("bob", lambda cur: _record("bob", 3)), lambda: other.remove("alice")):
+        with pytest.raises(StoreKeyMismatchError, match=f"key file {wrong} does not open the template store"):
+            attempt()
+    assert {p.name: p.read_bytes() for p in store.directory.iterdir()} == before
+
+
+def test_store_written_before_the_key_check_still_tells_a_wrong_key(store, tmp_path):
+    store.save(_record("alice", 1))
+    (store.directory / KEY_CHECK_FILE).unlink()  # as a store of an earlier version
+    assert TemplateStore(store.directory, store._keys).load("alice").user == "alice"
+    with pytest.raises(StoreKeyMismatchError, match="StaticKeyProvider"):
+        TemplateStore(store.directory, StaticKeyProvider(os.urandom(32))).load("alice")
+
+
+def test_store_path_that_is_not_a_directory_is_named(tmp_path, keyfile):
+    path = tmp_path / "templates"
+    path.write_text("a file")
+    store = TemplateStore(path, FileKeyProvider(keyfile, create=True))
+    for attempt in (store.load_all, lambda: store.save(_record("alice", 1)), lambda: store.exists("alice")):
+        with pytest.raises(TemplateStoreError, match=f"template store {path} is not a directory"):
+            attempt()
+    assert path.read_text() == "a file"
 
 
 def test_record_moved_to_another_users_file_is_detected(store):
@@ -300,8 +323,9 @@ print("saved")
 """
 
 
-def test_sigkill_during_a_save_leaves_the_previous_record(store, keyfile, tmp_path):
-    """A real SIGKILL while the new record sits complete in its temporary file, before rename."""
+def test_sigkill_during_a_save_leaves_the_previous_record_and_its_temp_is_removed(store, keyfile, tmp_path):
+    """A real SIGKILL while the new record sits complete in its temporary file, before rename;
+    the next open of the store removes that file (never one of a writer still running)."""
     store.save(_record("alice", 1))
     before = store.path_for("alice").read_bytes()
     marker = tmp_path / "paused"
@@ -315,18 +339,74 @@ def test_sigkill_during_a_save_leaves_the_previous_record(store, keyfile, tmp_pa
         assert marker.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no pause"
         temp = Path(marker.read_text())
         assert temp.exists() and TEMP_MARK in temp.name and temp.stat().st_size > 0
+        TemplateStore(store.directory, FileKeyProvider(keyfile)).load_all()  # writer alive: kept
+        assert temp.exists()
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert store.path_for("alice").read_bytes() == before
+    assert store.path_for("alice").read_bytes() == before and temp.exists()
+    # a temporary file whose pid now belongs to a process started after it was written (pid reuse)
+    reused = store.directory / f".x.tpl{TEMP_MARK}{os.getpid()}-0000"
+    reused.write_bytes(b"old")
+    os.utime(reused, (1_000_000, 1_000_000))
     fresh = TemplateStore(store.directory, FileKeyProvider(keyfile))
     np.testing.assert_array_equal(fresh.load("alice").vectors, _vectors(1))
+    assert not temp.exists() and not reused.exists()
     assert fresh.load_all().users() == ["alice"] and not fresh.load_all().problems
     # and without the hook the same script does replace the record
     env.pop(PAUSE_AFTER_TEMP_ENV)
     subprocess.run([sys.executable, "-c", _SAVE_SCRIPT, str(store.directory), str(keyfile)],
                    env=env, check=True, capture_output=True)
     assert fresh.load("alice").model_sha256 == "c" * 64
+
+
+# -- concurrency and killed writers --------------------------------------------------------------
+
+_ADD_SCRIPT = """
+import os, sys, time
+import numpy as np
+from edge.unlock.keys import FileKeyProvider
+from edge.unlock.store import TemplateRecord, TemplateStore
+directory, key, user, seed, go = sys.argv[1:]
+while not os.path.exists(go):
+    time.sleep(0.005)
+store = TemplateStore(directory, FileKeyProvider(key))
+v = np.random.default_rng(int(seed)).standard_normal((2, 128)).astype(np.float32)
+mine = v / np.linalg.norm(v, axis=1, keepdims=True)
+def add(cur):
+    if cur is None:
+        return TemplateRecord(user, "sface_2021dec_fp32", "a" * 64, mine)
+    return TemplateRecord(user, cur.model_id, cur.model_sha256, np.concatenate([cur.vectors, mine]),
+                          created=cur.created)
+store.update(user, add)
+"""
+
+
+@pytest.mark.parametrize("users", [["alice"] * 6, [f"user{i}" for i in range(6)]], ids=["same-user", "different-users"])
+def test_concurrent_writers_keep_every_sample(store, keyfile, tmp_path, users):
+    """Six real processes released at once add two samples each; every write is slowed so that a
+    read-modify-write without the lock would lose some."""
+    store.save(_record("bystander", 9))
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), SLOW_WRITE_ENV: "0.15"}
+    procs = [subprocess.Popen([sys.executable, "-c", _ADD_SCRIPT, str(store.directory), str(keyfile), user,
+                               str(100 + i), str(go)], env=env, stderr=subprocess.PIPE, text=True)
+             for i, user in enumerate(users)]
+    time.sleep(1.0)
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    fresh = TemplateStore(store.directory, FileKeyProvider(keyfile))
+    listing = fresh.load_all()
+    assert not listing.problems
+    kept = np.concatenate([fresh.load(u).vectors for u in sorted(set(users))])
+    assert kept.shape == (12, 128)
+    for i in range(6):  # each writer's own two samples, bit for bit
+        v = np.random.default_rng(100 + i).standard_normal((2, 128)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        assert any(np.array_equal(kept[j:j + 2], v) for j in range(0, 12, 2)), i
+    assert sorted(listing.users()) == sorted({"bystander", *users})
+    assert not [p for p in store.directory.iterdir() if TEMP_MARK in p.name]

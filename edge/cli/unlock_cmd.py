@@ -24,9 +24,9 @@ from pathlib import Path
 from edge.errors import LockedOutError, UnknownUserError, UnlockRefused
 from edge.cli.argtypes import integer, number, threads
 from edge.face.liveness_modes import LIVENESS_MODES
+#: Exit codes of ``edge unlock verify`` (the warm service's protocol uses the same).
+from edge.unlock.client import EXIT_ACCEPT, EXIT_ERROR, EXIT_LOCKED, EXIT_REJECT, EXIT_RETRY
 
-#: Exit codes of ``edge unlock verify``.
-EXIT_ACCEPT, EXIT_REJECT, EXIT_ERROR, EXIT_LOCKED, EXIT_RETRY = 0, 1, 2, 3, 4
 #: Environment variables for options that are not state paths.
 ENV_SOURCE, ENV_LIVENESS_DIR, ENV_PROFILE, ENV_PASSPHRASE = (
     "EDGE_UNLOCK_SOURCE", "EDGE_UNLOCK_LIVENESS_DIR", "EDGE_UNLOCK_PROFILE", "EDGE_UNLOCK_PASSPHRASE")
@@ -148,6 +148,9 @@ def add_parser(sub) -> None:
     r = usub.add_parser("reset", parents=[state], help="clear a user's lockout")
     r.add_argument("user")
     r.set_defaults(func=_guarded(cmd_reset))
+    from edge.cli.unlock_serve import add_serve_parser
+
+    add_serve_parser(usub, [state, models], _guarded)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -425,7 +428,9 @@ def cmd_import(args) -> int:
 
 def cmd_reset(args) -> int:
     app = _app(args)
-    app.lockout.reset(args.user)
-    app.audit("reset", args.user, "lockout_reset")
+    aside = app.lockout.reset(args.user)
+    app.audit("reset", args.user, "lockout_reset", extra={} if aside is None else {"corrupt_state_moved_to": aside})
+    if aside is not None:
+        print(f"the lockout state was corrupt: moved to {aside}; every lockout is cleared")
     print(f"lockout of {args.user} cleared")
     return 0

@@ -11,7 +11,9 @@ Modules, one job each:
 - :mod:`edge.unlock.audit` — the JSONL audit log (no images);
 - :mod:`edge.unlock.guards` — refusal over SSH and with the lid closed;
 - :mod:`edge.unlock.enroll`, :mod:`edge.unlock.verify` — the two decisions;
-- :mod:`edge.unlock.app` — all of it wired together for ``edge unlock``.
+- :mod:`edge.unlock.app` — all of it wired together for ``edge unlock``;
+- :mod:`edge.unlock.service` — ``edge unlock serve``: the app kept loaded behind a Unix socket;
+  :mod:`edge.unlock.client` — its stdlib-only client, what the PAM helper runs.
 
 Nothing here touches a camera or loads a model at import time.
 """

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import LockedOutError, ProfileError, UnknownUserError, UnlockRefused
+from edge.errors import KeyFileError, LockedOutError, LockoutStateError, ProfileError, UnknownUserError, UnlockRefused
 from edge.unlock.audit import AuditEvent, AuditLog
 from edge.unlock.config import UnlockConfig
 from edge.unlock.enroll import EnrollPolicy, EnrollResult, enroll, record_embeddings
@@ -185,6 +185,14 @@ class UnlockApp:
 
     # -- parts -------------------------------------------------------------------------------
     def store(self, *, create_key: bool = False) -> TemplateStore:
+        """The template store; ``create_key`` makes a key only for a store that holds no record
+        (a missing key of an enrolled store is an error, never a second key beside it)."""
+        if create_key and self.keys is None and not Path(self.config.key_file).exists():
+            records = TemplateStore(self.config.store_dir, FileKeyProvider(self.config.key_file)).record_files()
+            if records:
+                raise KeyFileError(f"key file {self.config.key_file} not found, but the template store "
+                                   f"{self.config.store_dir} holds {len(records)} records made with a key: "
+                                   f"restore that key or point --key / EDGE_UNLOCK_KEY at it")
         keys = self.keys or FileKeyProvider(self.config.key_file, create=create_key)
         return TemplateStore(self.config.store_dir, keys)
 
@@ -231,8 +239,14 @@ class UnlockApp:
             raise UnknownUserError(f"no usable enrolment in {self.config.store_dir} for {emb.model_id}")
         return usable
 
-    def verify(self, user: str | None, source: str, policy: VerifyPolicy = VerifyPolicy()) -> VerifyOutcome:
+    def verify(self, user: str | None, source: str, policy: VerifyPolicy = VerifyPolicy(), *,
+               env: Mapping[str, str] | None = None, pid: int | None = None,
+               audit_extra: Mapping[str, object] | None = None) -> VerifyOutcome:
         """Run one attempt and record it (lockout and audit).
+
+        ``env`` and ``pid`` are what the SSH guard inspects (default: this app's environment and
+        process; the warm service passes its client's); ``audit_extra`` goes into every audit
+        line of the attempt.
 
         Raises:
             UnlockRefused: SSH session or lid closed.
@@ -245,15 +259,20 @@ class UnlockApp:
 
         name, key = user or "", user or ANY_USER
         policy = dataclasses.replace(policy, require_liveness=self.options.liveness)
+
+        def audit(*a, extra: Mapping | None = None, **kw) -> None:
+            self.audit(*a, extra={**(audit_extra or {}), **(extra or {})}, **kw)
+        if env is None:
+            env = os.environ if self.env is None else self.env
         try:
             check_guards(refuse_ssh=self.config.refuse_ssh, refuse_lid_closed=self.config.refuse_lid_closed,
-                         env=os.environ if self.env is None else self.env, proc_dir=self.config.proc_dir)
-            self.lockout.raise_if_locked(key)
+                         env=env, proc_dir=self.config.proc_dir, pid=pid)
+            reservation = self.lockout.begin_attempt(key)
         except UnlockRefused as e:
-            self.audit("verify", name, "refused", str(e))
+            audit("verify", name, "refused", str(e))
             raise
         except LockedOutError as e:
-            self.audit("verify", name, "locked_out", str(e), extra={"locked_until": e.until})
+            audit("verify", name, "locked_out", str(e), extra={"locked_until": e.until})
             raise
         try:
             pipeline = self.pipeline()
@@ -262,18 +281,22 @@ class UnlockApp:
                 decision = verify(pipeline, frames, templates, threshold=pipeline.threshold(), policy=policy,
                                   claimed_user=user, still=isinstance(frames, ImageFileSource))
         except UnknownUserError as e:
-            self.audit("verify", name, "reject", "not_enrolled", extra={"error": str(e)})
+            self.lockout.release(reservation)
+            audit("verify", name, "reject", "not_enrolled", extra={"error": str(e)})
             raise
         except Exception as e:
-            self.audit("verify", name, "error", type(e).__name__, extra={"error": str(e)[:500]})
+            self.lockout.release(reservation)
+            audit("verify", name, "error", type(e).__name__, extra={"error": str(e)[:500]})
             raise
         lock = None
         if decision.accepted:
             self.lockout.record_success(key)
-        elif decision.face_seen and decision.reason != REASON_RETRY:  # nobody there, or no usable frame
-            lock = self.lockout.record_failure(key)
+        elif decision.face_seen and decision.reason != REASON_RETRY:  # counted when it started: the count stands
+            lock = reservation.status
+        else:  # nobody there, or no usable frame ("retry"): not an attempt
+            self.lockout.release(reservation)
         recent = decision.frames[-AUDIT_MAX_FRAMES:]
-        self.audit(
+        audit(
             "verify", decision.user or name, "accept" if decision.accepted else "reject", decision.reason,
             scores=tuple(f.similarity for f in recent),
             liveness=[{"score": f.liveness_score, "live": f.live} for f in recent],
@@ -313,7 +336,10 @@ class UnlockApp:
 
     def remove(self, user: str) -> None:
         self.store().remove(user)
-        self.lockout.reset(user)
+        try:
+            self.lockout.record_success(user)
+        except LockoutStateError:  # a corrupt state stays (closed) until `edge unlock reset`
+            pass
         self.audit("remove", user, "removed")
 
     def rename(self, old: str, new: str) -> None:

@@ -304,12 +304,25 @@ def enroll(user: str, pipeline, frames: Iterable[Frame], store: TemplateStore, *
                               f"(similarity {duplicate.similarity:.3f} >= threshold {duplicate.threshold:.3f}); "
                               f"refusing to enrol it as {user!r} (--allow-duplicate overrides)")
     vectors = np.stack([e.vector for e in embeddings])
-    now = time.time()
-    if existing is not None:
-        vectors = np.concatenate([existing.vectors, vectors])
-        crops = list(existing.images) + crops
-        record = TemplateRecord(user, model_id, sha, vectors, tuple(crops), existing.created, now)
+
+    def added_to(current: TemplateRecord | None) -> TemplateRecord:
+        # Under the store lock: ``current`` holds every sample written so far, also by
+        # enrolments that ran at the same time as this one.
+        now = time.time()
+        if current is None:
+            return TemplateRecord(user, model_id, sha, vectors, tuple(crops), now, now)
+        store.templates_for(user, model_id, sha)  # another embedder's templates: StaleEnrollmentError
+        return TemplateRecord(user, model_id, sha, np.concatenate([current.vectors, vectors]),
+                              current.images + tuple(crops), current.created, now)
+
+    if add:
+        record = store.update(user, added_to)
     else:
+        now = time.time()
         record = TemplateRecord(user, model_id, sha, vectors, tuple(crops), now, now)
-    store.save(record, replace=True)
+        try:  # a new user enrolled meanwhile by another enrolment is refused, not overwritten
+            store.save(record, replace=replace)
+        except UserExistsError as e:
+            raise UserExistsError(f"user {user!r} was enrolled by another enrolment while this one "
+                                  f"ran; nothing was written (use --add to add these samples)") from e
     return EnrollResult(record, tuple(verdicts), duplicate, replaced=exists and not add)

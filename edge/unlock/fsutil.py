@@ -6,18 +6,30 @@ over the target and fsyncs the directory, so a reader (or the next boot after a 
 one file system is atomic; the directory fsync makes the rename itself durable (ext4 with
 ``data=ordered`` would usually get this right anyway, but other file systems do not).
 
+Writers of one directory serialise with :func:`exclusive_lock` (``flock(2)`` on a lock file
+there), and :func:`remove_stale_temps` removes the temporary files a killed writer left behind:
+a file is stale when the process named in its name is gone, or started after the file was
+written (its pid was reused).
+
 Test hook: when the environment variable :data:`PAUSE_AFTER_TEMP_ENV` names a file, the writer
 creates that file after the temporary file is complete and fsynced, then sleeps, so a test can
-kill the process with SIGKILL at exactly the worst moment. It has no effect when unset.
+kill the process with SIGKILL at exactly the worst moment. :data:`SLOW_WRITE_ENV` (seconds)
+makes every write wait that long before its rename, widening the window in which concurrent
+writers could lose each other's work, so the concurrency tests can fail. Neither has any effect
+when unset.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_dir", "ensure_dir", "TEMP_MARK", "PAUSE_AFTER_TEMP_ENV"]
+__all__ = ["atomic_write", "fsync_dir", "ensure_dir", "exclusive_lock", "remove_stale_temps",
+           "TEMP_MARK", "PAUSE_AFTER_TEMP_ENV", "SLOW_WRITE_ENV"]
 
 #: Marker in temporary file names; loaders skip every file whose name contains it.
 TEMP_MARK = ".tmp-"
@@ -25,6 +37,8 @@ TEMP_MARK = ".tmp-"
 #: Test-only hook, see the module docstring.
 PAUSE_AFTER_TEMP_ENV = "EDGE_UNLOCK_TEST_PAUSE_AFTER_TEMP"
 _PAUSE_SECONDS = 120.0
+#: Test-only hook, see the module docstring.
+SLOW_WRITE_ENV = "EDGE_UNLOCK_TEST_SLOW_WRITE"
 
 
 def fsync_dir(directory: str | Path) -> None:
@@ -43,7 +57,73 @@ def ensure_dir(directory: str | Path, mode: int = 0o700) -> Path:
     return d
 
 
+@contextmanager
+def exclusive_lock(lock_file: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created 0600) for the ``with`` block.
+
+    The kernel drops the lock when the descriptor is closed, including when the process is
+    killed, so a crashed holder never leaves it taken.
+    """
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _started_at(pid: int) -> float | None:
+    """Epoch start time of process ``pid`` from /proc, None when it is not running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        ticks = int(stat[stat.rfind(")") + 2:].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            pass
+        return 0.0  # running, start unknown: assume it may be the writer
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write` whose writer is gone; return them.
+
+    A temporary file names its writer's pid; it is stale when that process is not running or
+    started after the file was last written (the pid was reused). Files that cannot be removed
+    (a read-only caller) are left for the next writer.
+    """
+    removed = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if TEMP_MARK not in path.name:
+            continue
+        try:
+            pid = int(path.name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0])
+            mtime = path.lstat().st_mtime
+        except (ValueError, IndexError, OSError):
+            continue
+        started = _started_at(pid)
+        if started is None or started > mtime + 1.0:  # /proc start times have 10 ms steps
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                continue
+    return removed
+
+
 def _pause_for_test(temp: Path) -> None:
+    slow = os.environ.get(SLOW_WRITE_ENV)
+    if slow:
+        time.sleep(min(float(slow), 5.0))
     marker = os.environ.get(PAUSE_AFTER_TEMP_ENV)
     if not marker:
         return

@@ -96,7 +96,7 @@ def lid_closed(proc_dir: str | Path = "/proc") -> bool:
 
 
 def check_guards(*, refuse_ssh: bool, refuse_lid_closed: bool, env: Mapping[str, str] | None = None,
-                 proc_dir: str | Path = "/proc") -> None:
+                 proc_dir: str | Path = "/proc", pid: int | None = None) -> None:
     """Raise :class:`~edge.errors.UnlockRefused` if policy forbids face unlock right now.
 
     Args:
@@ -104,10 +104,12 @@ def check_guards(*, refuse_ssh: bool, refuse_lid_closed: bool, env: Mapping[str,
         refuse_lid_closed: refuse while the laptop lid is closed.
         env: the environment to inspect (default ``os.environ``).
         proc_dir: the /proc root (tests pass a fake tree).
+        pid: the process whose ancestors are searched for sshd (default: this one; the warm
+            service passes its client's, from the socket's peer credentials).
     """
     env = os.environ if env is None else env
     if refuse_ssh:
-        reason = ssh_reason(env, proc_dir)
+        reason = ssh_reason(env, proc_dir, pid)
         if reason is not None:
             raise UnlockRefused(f"face unlock is disabled over SSH ({reason})")
     if refuse_lid_closed and lid_closed(proc_dir):

@@ -13,8 +13,16 @@ version, so a payload cannot be moved to another user or passed off as another m
 renamed to another user's digest is detected too.
 
 Each file is written atomically (:func:`edge.unlock.fsutil.atomic_write`): a crash or ``kill -9``
-during an enrolment leaves the previous record whole. A damaged file makes that one user fail
-with :class:`~edge.errors.TemplateIntegrityError`; the others still load.
+during an enrolment leaves the previous record whole, and the temporary file it leaves is removed
+when the store is next opened. Every write (save, read-modify-write by :meth:`TemplateStore.update`,
+remove, rename) holds an ``flock`` on ``STORE_DIR/.store.lock``, so concurrent enrolments never
+lose each other's samples. A damaged file makes that one user fail with
+:class:`~edge.errors.TemplateIntegrityError`; the others still load.
+
+``STORE_DIR/store.keycheck`` holds a constant sealed with the store's key. A key that does not
+open it (or, in a store written before it existed, opens none of the records) is refused with
+:class:`~edge.errors.StoreKeyMismatchError` before anything is read or written, instead of
+looking like an empty store.
 
 Templates of an embedder other than the one running are *stale*: :meth:`TemplateStore.
 templates_for` raises :class:`~edge.errors.StaleEnrollmentError` asking for a re-enrolment, and
@@ -29,17 +37,20 @@ import json
 import struct
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge.errors import (
-    StaleEnrollmentError, TemplateIntegrityError, TemplateStoreError, UnknownUserError,
-    UserExistsError,
+    StaleEnrollmentError, StoreKeyMismatchError, TemplateIntegrityError, TemplateStoreError,
+    UnknownUserError, UserExistsError,
 )
 from edge.unlock import crypto
-from edge.unlock.fsutil import TEMP_MARK, atomic_write, ensure_dir, fsync_dir
+from edge.unlock.fsutil import (
+    TEMP_MARK, atomic_write, ensure_dir, exclusive_lock, fsync_dir, remove_stale_temps,
+)
 from edge.unlock.keys import KeyProvider
 
 __all__ = ["TemplateRecord", "RecordInfo", "StoreProblem", "StoreListing", "TemplateStore",
@@ -54,6 +65,11 @@ RECORD_SUFFIX = ".tpl"
 #: Longest accepted user name (PAM user names are far shorter; this only bounds the input).
 MAX_USER_CHARS = 256
 _HEADER = struct.Struct(">8sHI")
+#: Lock file every writer of the store holds (flock) while it reads, changes and writes.
+LOCK_FILE = ".store.lock"
+#: A constant sealed with the store key: proves a key is the store's before anything is written.
+KEY_CHECK_FILE = "store.keycheck"
+_KEY_CHECK = b"edgesight unlock store key check v1"
 _ENC_PURPOSE = b"edgesight unlock templates v1"
 _NAME_PURPOSE = b"edgesight unlock names v1"
 
@@ -201,10 +217,66 @@ class TemplateStore:
 
     # -- keys and names ----------------------------------------------------------------------
     def _keypair(self) -> tuple[bytes, bytes]:
+        """The derived keys, after checking the directory and that the key opens this store.
+
+        Opening the store also removes the temporary files of writers that were killed.
+        """
         if self._subkeys is None:
+            self.check_directory()
             master = self._keys.get_key()
-            self._subkeys = (crypto.subkey(master, _ENC_PURPOSE), crypto.subkey(master, _NAME_PURPOSE))
+            subkeys = (crypto.subkey(master, _ENC_PURPOSE), crypto.subkey(master, _NAME_PURPOSE))
+            self._check_key(subkeys[0])
+            self._subkeys = subkeys
+            if self.directory.is_dir():
+                remove_stale_temps(self.directory)
         return self._subkeys
+
+    def check_directory(self) -> None:
+        """Raise TemplateStoreError if the store path exists and is not a directory."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise TemplateStoreError(f"template store {self.directory} is not a directory "
+                                     f"(--store / EDGE_UNLOCK_STORE must name a directory)")
+
+    def _key_name(self) -> str:
+        path = getattr(self._keys, "path", None)
+        return f"key file {path}" if path is not None else f"key of {type(self._keys).__name__}"
+
+    def _check_key(self, enc: bytes) -> None:
+        check = self.directory / KEY_CHECK_FILE
+        mismatch = StoreKeyMismatchError(
+            f"the {self._key_name()} does not open the template store {self.directory}: its records "
+            f"were written with another key (or {check} is damaged). Point --key / EDGE_UNLOCK_KEY at "
+            f"the key the users were enrolled with; nothing was read or written")
+        try:
+            blob = check.read_bytes()
+        except FileNotFoundError:
+            blob = None
+        except OSError as e:
+            raise TemplateStoreError(f"cannot read {check}: {e.strerror}") from e
+        if blob is not None:
+            try:
+                crypto.open_sealed(enc, blob, MAGIC + b"|keycheck", str(check))
+            except TemplateIntegrityError:
+                raise mismatch from None
+            return
+        # A store written before the check file existed: the key must open some record's meta.
+        files = self.record_files()
+        for path in files:
+            try:
+                data = path.read_bytes()
+                _, _, meta_len = _HEADER.unpack_from(data)
+                crypto.open_sealed(enc, data[_HEADER.size:_HEADER.size + meta_len],
+                                   data[:10] + b"|meta", str(path))
+                return
+            except (OSError, struct.error, TemplateIntegrityError):
+                continue
+        if files:
+            raise mismatch
+
+    def _write_key_check(self) -> None:
+        check = self.directory / KEY_CHECK_FILE
+        if not check.exists():
+            atomic_write(check, crypto.seal(self._keypair()[0], _KEY_CHECK, MAGIC + b"|keycheck"))
 
     def path_for(self, user: str) -> Path:
         """The record file of ``user`` (whether or not it exists)."""
@@ -215,6 +287,7 @@ class TemplateStore:
 
     def record_files(self) -> list[Path]:
         """Record files in the directory (temporary files of interrupted writes excluded)."""
+        self.check_directory()
         if not self.directory.is_dir():
             return []
         return sorted(p for p in self.directory.iterdir()
@@ -314,27 +387,57 @@ class TemplateStore:
         return record
 
     # -- writing -----------------------------------------------------------------------------
+    def _lock(self):
+        """The store's write lock (the directory is created first)."""
+        self._keypair()
+        ensure_dir(self.directory)
+        return exclusive_lock(self.directory / LOCK_FILE)
+
+    def _write(self, record: TemplateRecord) -> Path:
+        self._write_key_check()
+        path = self.path_for(record.user)
+        atomic_write(path, self._encode(record))
+        return path
+
     def save(self, record: TemplateRecord, *, replace: bool = True) -> Path:
         """Write ``record`` atomically, replacing the user's previous record if ``replace``.
 
         Raises:
-            UserExistsError: the user exists and ``replace`` is False.
+            UserExistsError: the user exists and ``replace`` is False (checked under the lock,
+                so of two enrolments of a new user at once, one is told so).
         """
-        path = self.path_for(record.user)
-        if not replace and path.exists():
-            raise UserExistsError(f"user {record.user!r} is already enrolled")
-        ensure_dir(self.directory)
-        atomic_write(path, self._encode(record))
-        return path
+        with self._lock():
+            if not replace and self.path_for(record.user).exists():
+                raise UserExistsError(f"user {record.user!r} is already enrolled")
+            return self._write(record)
 
-    def remove(self, user: str) -> None:
-        """Delete the record of ``user``. Raises UnknownUserError if there is none."""
+    def update(self, user: str, change: Callable[[TemplateRecord | None], TemplateRecord]) -> TemplateRecord:
+        """Read-modify-write the record of ``user`` under the store lock.
+
+        ``change`` gets the current record (None when the user is not enrolled) and returns the
+        record to write; no other writer runs in between, so nothing another enrolment wrote is
+        lost. Errors of ``change`` or of reading leave the store untouched.
+        """
+        with self._lock():
+            current = self.load(user) if self.path_for(user).is_file() else None
+            record = change(current)
+            if record.user != user:
+                raise ValueError(f"update of {user!r} returned a record of {record.user!r}")
+            self._write(record)
+            return record
+
+    def _unlink(self, user: str) -> None:
         path = self.path_for(user)
         try:
             path.unlink()
         except FileNotFoundError as e:
             raise UnknownUserError(f"no templates for user {user!r} in {self.directory}") from e
         fsync_dir(self.directory)
+
+    def remove(self, user: str) -> None:
+        """Delete the record of ``user``. Raises UnknownUserError if there is none."""
+        with self._lock():
+            self._unlink(user)
 
     def rename(self, old: str, new: str) -> TemplateRecord:
         """Move the templates of ``old`` to ``new`` (re-encrypted: the name is bound into them).
@@ -347,10 +450,11 @@ class TemplateStore:
             UserExistsError: ``new`` already is.
         """
         validate_user(new)
-        record = self.load(old)
-        if self.exists(new):
-            raise UserExistsError(f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
-        renamed = dataclasses.replace(record, user=new, updated=time.time())
-        self.save(renamed, replace=False)
-        self.remove(old)
+        with self._lock():
+            record = self.load(old)
+            if self.exists(new):
+                raise UserExistsError(f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
+            renamed = dataclasses.replace(record, user=new, updated=time.time())
+            self._write(renamed)
+            self._unlink(old)
         return renamed

@@ -37,8 +37,9 @@ python3 -m pip wheel -q --no-deps --no-build-isolation -w "$wheels" "$repo" 2>/d
 stamp "3/7 signed bundles for rpi4 and rpi5 (host build, cached)"
 mkdir -p "$work"
 [ -f "$work/key/bundle_signing.key" ] || "$PY" -m export.cli keygen --out "$work/key"
-# rpi4 with every role (each role checked once); rpi5 with the detector only, to keep it short.
-for spec in "rpi4:" "rpi5:--only detector"; do
+# rpi4 with every role (each role checked once); rpi5 with the detector only, to keep it short;
+# jetson-orin-nano (ONNX: the bundles onnxruntime runs) with the detector and the face embedder.
+for spec in "rpi4:" "rpi5:--only detector" "jetson_orin_nano:--only detector,face_embedder"; do
   prof=${spec%%:*}; only=${spec#*:}
   if [ ! -f "$work/bundles/$prof/manifest.json" ]; then
     # shellcheck disable=SC2086
@@ -67,12 +68,18 @@ stamp "   install took $(( $(date +%s) - t0 )) s (emulation)"
 
 stamp "5/7 verify + run every model: x86 host, then aarch64 (emulated)"
 "$PY" "$here/dump_outputs.py" --key "$work/key/bundle_signing.pub" --image "$image" \
-  --data "$data" --out "$work/x86.npz" "$work/bundles/rpi4" "$work/bundles/rpi5"
+  --data "$data" --out "$work/x86.npz" "$work/bundles/rpi4" "$work/bundles/rpi5" "$work/bundles/jetson_orin_nano"
 t0=$(date +%s)
 chroot "$root" /usr/bin/env -i QEMU_CPU="$qcpu" PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root \
   /opt/venv/bin/python /opt/check/dump_outputs.py --key /opt/check/key/bundle_signing.pub \
-  --image /opt/check/image.jpg --data /opt/check/data --out /opt/check/arm.npz /opt/check/bundles/rpi4 /opt/check/bundles/rpi5
+  --image /opt/check/image.jpg --data /opt/check/data --out /opt/check/arm.npz /opt/check/bundles/rpi4 /opt/check/bundles/rpi5 /opt/check/bundles/jetson_orin_nano
 stamp "   aarch64 ($qcpu) run took $(( $(date +%s) - t0 )) s (emulation, not a device figure)"
+stamp "   release self-test (edge selftest: golden inputs recorded on x86 at build, compared on aarch64)"
+for b in rpi4 rpi5 jetson_orin_nano; do
+  chroot "$root" /usr/bin/env -i QEMU_CPU="$qcpu" PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root \
+    /opt/venv/bin/edge selftest --bundle "/opt/check/bundles/$b" --trust /opt/check/key/bundle_signing.pub \
+    || cmp_rc=$?
+done
 
 stamp "6/7 compare aarch64 with x86; then the same with tflite-runtime (edgesight[tflite-legacy])"
 "$PY" "$here/compare_outputs.py" "$work/x86.npz" "$root/opt/check/arm.npz" || cmp_rc=$?
@@ -86,7 +93,8 @@ chroot "$root" /usr/bin/env -i QEMU_CPU="$qcpu" PATH=/usr/bin:/bin HOME=/root /b
     "edgesight[tflite-legacy,crypto]" "opencv-python-headless<4.11"
   /opt/venv-legacy/bin/python /opt/check/dump_outputs.py --key /opt/check/key/bundle_signing.pub \
     --image /opt/check/image.jpg --data /opt/check/data --out /opt/check/arm-legacy.npz \
-    /opt/check/bundles/rpi4 /opt/check/bundles/rpi5'
+    /opt/check/bundles/rpi4 /opt/check/bundles/rpi5
+  /opt/venv-legacy/bin/edge selftest --bundle /opt/check/bundles/rpi4 --trust /opt/check/key/bundle_signing.pub'
 stamp "   tflite-runtime install + run took $(( $(date +%s) - t0 )) s (emulation)"
 "$PY" "$here/compare_outputs.py" --only-litert --raw-informational "$work/x86.npz" "$root/opt/check/arm-legacy.npz" || cmp_rc=$?
 stamp "7/7 a Pi install without LiteRT must say so (pip uninstall ai-edge-litert, then edge run)"
