@@ -168,6 +168,8 @@ def load_card(path: str | Path) -> ModelCard:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ModelCardError(f"cannot read model card {p}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ModelCardError(f"model card {p}: not UTF-8 text (byte {e.start}); a card must be a UTF-8 JSON file") from None
     return ModelCard.from_json(text, origin=str(p))
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.card_match import check_card_matches
 from edge.cards import ModelCard
 from edge.engines.base import Engine
 from edge.preprocess import prepare
@@ -45,6 +46,7 @@ class Classifier:
     def __init__(self, engine: Engine, card: ModelCard, labels: list[str] | None = None) -> None:
         if card.task != "classification":
             raise ValueError(f"card {card.name!r} is a {card.task} model, not a classifier")
+        check_card_matches(card, engine)
         self.engine, self.card, self.labels = engine, card, labels
         self.spec = card.inputs[0]
         out_meaning = card.outputs[0].meaning.lower() if card.outputs else ""

@@ -276,7 +276,11 @@ def test_detect_pipeline_reports_stages_or_a_clear_error(tmp_path, model_dir, da
     assert proc.returncode == 0, proc.stderr
     assert r["kind"] == "pipeline" and r["status"] == "ok"
     assert set(r["stages"]) == {"preprocess", "inference", "decode"}
-    assert r["latency_ms"]["p50"] >= r["stages"]["inference"]["min"]
+    # Stages are pooled over the worker processes like the latency (CI once saw p50 15.11 < inference
+    # min 15.27 when the stages came from the first process only), so every call's total holds its
+    # own inference time.
+    assert r["stages"]["inference"]["n"] == r["iterations"]
+    assert r["latency_ms"]["p50"] >= r["stages"]["inference"]["min"] > 0
 
 
 @pytest.mark.parametrize("args, message", [

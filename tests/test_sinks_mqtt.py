@@ -214,3 +214,13 @@ def test_unreachable_broker_is_not_an_error_at_start(tmp_path):
         sink.close(timeout=0.1)
     assert sink.stats()["buffered"] == 3
     assert os.path.exists(tmp_path / "x.sqlite")
+
+
+def test_edge_detect_fails_when_the_broker_was_never_reached(tmp_path):
+    """No events to send, but the device never announced itself: exit 1, naming the sink."""
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "edge", "detect", "--source", "synthetic", "--max-frames", "3",
+                           "--sink", f"mqtt://127.0.0.1:{port}/p", "--buffer-dir", str(tmp_path / "buf"),
+                           "--drain-timeout", "0.5"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert f"mqtt://127.0.0.1:{port}/p: never connected" in proc.stderr and "Traceback" not in proc.stderr

@@ -56,13 +56,39 @@ def build_report(config: dict, fingerprint: dict, results: list[dict], *, profil
             "planned": planned if planned is not None else len(results), "results": results}
 
 
+Num = float | None  # msgspec's float accepts JSON integers too
+
+
 class _Latency(msgspec.Struct):
     p50: float
     mean: float
+    p90: Num = None
+    p99: Num = None
+    std: Num = None
+    max: Num = None
+    n: int | None = None
+
+
+class _Stage(msgspec.Struct):
+    p50: Num = None
+    mean: Num = None
+    p90: Num = None
+    max: Num = None
 
 
 class _Inputs(msgspec.Struct):
     sha256: str | None = None
+
+
+class _Macs(msgspec.Struct):
+    total: Num = None
+
+
+class _Roofline(msgspec.Struct):
+    precision: str | None = None
+    lower_bound_ms: Num = None
+    efficiency: Num = None
+    far_from_bound: bool | None = None
 
 
 class _Result(msgspec.Struct):
@@ -72,19 +98,77 @@ class _Result(msgspec.Struct):
     backend: str | None = None
     threads: int | None = None
     status: str | None = None
+    error: str | None = None
     samples_ms: list[float] | None = None
     latency_ms: _Latency | None = None
     process_p50_ms: list[float] | None = None
     inputs: _Inputs | None = None
+    size_bytes: int | None = None
+    load_ms: Num = None
+    first_inference_ms: Num = None
+    throughput_ips: Num = None
+    peak_rss_mb: Num = None
+    macs: _Macs | None = None
+    roofline: _Roofline | None = None
+    stages: dict[str, _Stage] | None = None
+
+
+class _Fingerprint(msgspec.Struct):
+    board: str | None = None
+    cpu_model: str | None = None
+    cores: int | None = None
+    governor: str | None = None
+    os: str | None = None
+    python: str | None = None
+    versions: dict[str, str | None] | None = None
+
+
+class _Throttled(msgspec.Struct):
+    raw: str | int | None = None
+    flags: list[str] = []
+
+
+class _Nvpmodel(msgspec.Struct):
+    mode: str | int | None = None
+
+
+class _Thermal(msgspec.Struct):
+    cpu_temp_c: Num = None
+    throttled: _Throttled | None = None
+    nvpmodel: _Nvpmodel | None = None
 
 
 class _Device(msgspec.Struct):
-    fingerprint: dict | None = None
+    fingerprint: _Fingerprint | None = None
+    thermal_before: _Thermal | None = None
+    thermal_after: _Thermal | None = None
+
+
+class _Compute(msgspec.Struct):
+    peak_gflops_fp32: Num = None
+    peak_gops_int8: Num = None
+    calibrated: bool | None = None
+
+
+class _Profile(msgspec.Struct):
+    name: str | None = None
+    compute: _Compute | None = None
+
+
+class _Config(msgspec.Struct):
+    iters: int | None = None
+    duration_s: Num = None
+    warmup: int | None = None
 
 
 class _Shape(msgspec.Struct):
     results: list[_Result]
     device: _Device
+    created: str
+    profile: _Profile | None = None
+    config: _Config | None = None
+    interrupted: bool | None = None
+    planned: int | None = None
 
 
 def load_report(path: str | Path) -> dict:
@@ -176,13 +260,13 @@ def _device_line(report: dict) -> str:
 
 def _thermal_line(report: dict) -> str | None:
     before, after = report["device"].get("thermal_before") or {}, report["device"].get("thermal_after") or {}
-    if before.get("cpu_temp_c") is None and "throttled" not in before and "nvpmodel" not in before:
+    if before.get("cpu_temp_c") is None and not before.get("throttled") and not before.get("nvpmodel"):
         return None
     bits = [f"CPU {_f(before.get('cpu_temp_c'), 1)} → {_f(after.get('cpu_temp_c'), 1)} °C"]
     for snap, when in ((before, "before"), (after, "after")):
-        if "throttled" in snap:
+        if snap.get("throttled"):
             bits.append(f"throttled {when}: {snap['throttled']['raw']} ({', '.join(snap['throttled']['flags']) or 'none'})")
-    if "nvpmodel" in after:
+    if after.get("nvpmodel"):
         bits.append(f"nvpmodel {after['nvpmodel']['mode']}")
     return "; ".join(bits)
 
@@ -195,7 +279,7 @@ def to_markdown(report: dict) -> str:
         lines.append(f"Thermal: {thermal}")
     prof = report.get("profile")
     if prof:
-        c = prof.get("compute", {})
+        c = prof.get("compute") or {}
         lines.append(f"Profile: {prof.get('name')} (peak fp32 {_f(c.get('peak_gflops_fp32'), 1)} GFLOP/s, "
                      f"int8 {_f(c.get('peak_gops_int8'), 1)} GOP/s, {'calibrated' if c.get('calibrated') else 'datasheet'})")
     cfg = report.get("config") or {}

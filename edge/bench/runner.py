@@ -292,6 +292,7 @@ class BenchRunner:
     def _run_job(self, job: _Job, spec_path: Path) -> dict:
         """Run the job in ``config.processes`` fresh workers; samples are pooled, per-process p50s kept."""
         first = self._run_worker(job, spec_path)
+        stages = first.pop("_stage_samples_ms", None)
         if self.config.processes == 1 or first.get("status") != "ok":
             return first
         p50s = [first["latency_ms"]["p50"]]
@@ -304,6 +305,9 @@ class BenchRunner:
                 break
             p50s.append(more["latency_ms"]["p50"])
             pooled.extend(more["samples_ms"])
+            for k, samples in (more.pop("_stage_samples_ms", None) or {}).items():
+                if stages is not None and k in stages:
+                    stages[k].extend(samples)
             first["peak_rss_mb"] = max(first.get("peak_rss_mb") or 0, more.get("peak_rss_mb") or 0) or None
             first["measured_s"] = (first.get("measured_s") or 0) + (more.get("measured_s") or 0)
             first["thermal_after"] = more["thermal_after"]
@@ -311,6 +315,8 @@ class BenchRunner:
         first.update(samples_ms=pooled, iterations=len(pooled), latency_ms=stats.to_dict(),
                      process_p50_ms=[round(x, 4) for x in p50s],
                      throughput_ips=len(pooled) / first["measured_s"] if first.get("measured_s") else None)
+        if stages:  # the stages of every process, like the latency
+            first["stages"] = {k: summarize(s).to_dict() for k, s in stages.items()}
         if first.get("roofline") and job.macs is not None and self.compute is not None:
             first["roofline"] = roofline(job.macs, self.compute, stats.p50, threads=job.threads,
                                          cores=self.cores).to_dict()
@@ -377,7 +383,8 @@ class BenchRunner:
                  latency_ms=stats.to_dict() if stats else None, samples_ms=[round(s, 4) for s in samples],
                  throughput_ips=len(samples) / ev["measured_s"] if samples and ev.get("measured_s") else None)
         if ev.get("stage_samples_ms"):
-            r["stages"] = {k: summarize(s).to_dict() for k, s in ev["stage_samples_ms"].items() if s}
+            r["_stage_samples_ms"] = {k: list(s) for k, s in ev["stage_samples_ms"].items() if s}
+            r["stages"] = {k: summarize(s).to_dict() for k, s in r["_stage_samples_ms"].items()}
         if job.macs is not None and job.macs.total > 0 and self.compute is not None:
             r["roofline"] = roofline(job.macs, self.compute, stats.p50 if stats else None,
                                      threads=job.threads, cores=self.cores).to_dict()

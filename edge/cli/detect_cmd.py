@@ -5,7 +5,8 @@ event produced is handed to the sinks, which deliver what they can within ``--dr
 (network sinks keep the rest on disk for the next start). Exit 0 when every event was delivered;
 exit 1 when a sink still holds undelivered events (each such sink is named on stderr with its
 state and last error, e.g. a broker that never answered): they are kept, not lost, but the run
-did not do its job and a script or systemd must see that. Exit 1 too when a sink refused a batch
+did not do its job and a script or systemd must see that. Exit 1 too when a network sink never
+reached its server (nothing was buffered, but nothing was announced either), and when a sink refused a batch
 (a full disk under a ``jsonl:`` file): what it already held is intact, the refused events are not
 in it.
 """
@@ -192,7 +193,15 @@ def cmd_detect(args) -> int:
         print(f"edge detect: warning: sink {name}: {st['buffered']} event(s) not delivered (state "
               f"{st.get('state')}, {st.get('connect_failures', 0)} failed connection attempt(s){why}); "
               f"kept in its disk buffer for the next start", file=sys.stderr)
+    # A broker never reached is a failed run even with nothing to send: its availability topic
+    # never said "online", so Home Assistant shows the device as unavailable.
+    unreached = {name: st for name, st in m["sinks"].items()
+                 if name not in undelivered and st.get("connections") == 0 and st.get("connect_failures", 0) > 0}
+    for name, st in unreached.items():
+        why = f" (last error: {st['last_error']})" if st.get("last_error") else ""
+        print(f"edge detect: error: sink {name}: never connected in {st['connect_failures']} attempt(s){why}; "
+              f"check the host and port in --sink", file=sys.stderr)
     if m["sink_errors"]:
         print(f"edge detect: error: {m['sink_errors']} batch(es) of events could not be handed to a sink "
               f"(the errors above name it, e.g. a full disk); those events are missing from it", file=sys.stderr)
-    return EXIT_FAIL if undelivered or m["sink_errors"] else 0
+    return EXIT_FAIL if undelivered or unreached or m["sink_errors"] else 0

@@ -23,6 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from edge.card_match import check_card_matches
 from edge.cards import InputSpec, ModelCard
 from edge.detect.decoders import Decoder, finalize, make_decoder
 from edge.engines.base import Engine
@@ -121,6 +122,7 @@ class Detector:
             max_detections = DEFAULT_MAX_DETECTIONS
         if max_detections <= 0:
             raise ValueError(f"max_detections must be positive, got {max_detections}")
+        check_card_matches(card, engine)
         self.engine, self.card = engine, card
         self.spec = card.inputs[0]
         self.input_name = engine.inputs[0].name

@@ -17,13 +17,15 @@ class TensorInfo:
 
     ``shape`` entries are ints or ``None`` for dynamic dimensions. ``quantization`` is
     ``(scale, zero_point)`` for a quantised TFLite tensor, else ``None``; engines quantise and
-    dequantise such tensors themselves, so callers always see ``float32``.
+    dequantise such tensors themselves, so callers always see ``float32``; ``storage`` is then
+    the tensor's own dtype in the file (``uint8``/``int8``).
     """
 
     name: str
     shape: tuple[int | None, ...]
     dtype: np.dtype
     quantization: tuple[float, int] | None = None
+    storage: np.dtype | None = None
 
 
 @runtime_checkable

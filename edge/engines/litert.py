@@ -77,7 +77,7 @@ class LiteRTEngine(EngineBase):
             q = _quant(d)
             dtype = np.dtype(d["dtype"]) if (raw_io or q is None) else np.dtype(np.float32)
             shape = tuple(int(s) if s >= 0 else None for s in d.get("shape_signature", d["shape"]))
-            return TensorInfo(d["name"], shape, dtype, q)
+            return TensorInfo(d["name"], shape, dtype, q, np.dtype(d["dtype"]))
 
         self.inputs = [info(d) for d in self._in]
         self.outputs = [info(d) for d in self._out]

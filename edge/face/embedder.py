@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.card_match import check_card_matches
 from edge.errors import FaceError, ModelCardError
 from edge.face.align import ALIGNED_SIZE
 from edge.face.types import FaceEmbedding
@@ -54,6 +55,7 @@ class FaceEmbedder:
             raise ModelCardError(f"card {card.name!r} has task {card.task!r}, not 'face_embedding'")
         if not card.inputs:
             raise ModelCardError(f"card {card.name!r} describes no input")
+        check_card_matches(card, engine)
         self.engine, self.card = engine, card
         self.spec = card.inputs[0]
         w, h = self.spec.size

@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.card_match import check_card_matches
 from edge.errors import FaceError, LivenessError, ModelCardError, ModelIntegrityError
 from edge.face.challenge import HeadTurnChallenge
 from edge.face.ir_liveness import IrLiveness
@@ -128,6 +129,7 @@ class PassiveLiveness:
                 raise ModelCardError(f"card {card.name!r} has task {card.task!r}, not 'liveness'")
             if "crop_scale" not in card.extra:
                 raise ModelCardError(f"liveness card {card.name!r} has no extra.crop_scale")
+            check_card_matches(card, engine)
             size = card.inputs[0].size if card.inputs else (CROP_SIZE, CROP_SIZE)
             self.models.append((engine, card, float(card.extra["crop_scale"]), int(size[0] or CROP_SIZE),
                                 engine.inputs[0].name, engine.outputs[0].name))
