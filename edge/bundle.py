@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from edge.archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, extract_archive
 from edge.cards import ModelCard, load_card
+from edge.digest import sha256_file
 from edge.errors import BundleError, BundleIntegrityError, BundleKeyError, BundleSignatureError
 
 __all__ = ["MANIFEST", "SIGNATURE", "BUNDLE_FORMAT", "BUNDLE_SCHEMA", "ROLES", "BundleInfo", "BundleModel", "Bundle",
@@ -52,7 +53,6 @@ SIGNATURE_ALGORITHM = "ed25519"
 ROLES = ("classifier", "detector", "face_detector", "face_embedder", "liveness")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")
-_CHUNK = 1 << 20
 
 
 def canonical_json(obj) -> bytes:
@@ -119,14 +119,6 @@ class BundleInfo:
     total_bytes: int
     roles: tuple[str, ...]
     manifest: dict = field(repr=False, compare=False, default_factory=dict)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read(root: Path, name: str, error: type[BundleError]) -> bytes:
@@ -221,7 +213,7 @@ def _check_files(root: Path, manifest: dict) -> None:
         size = p.stat().st_size
         if size != entry.get("size"):
             raise BundleIntegrityError(f"{root}: {rel} has {size} bytes, the manifest says {entry.get('size')}", file=rel)
-        if _sha256(p) != entry.get("sha256"):
+        if sha256_file(p) != entry.get("sha256"):
             raise BundleIntegrityError(f"{root}: {rel} sha256 differs from the manifest (file altered)", file=rel)
 
 

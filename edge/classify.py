@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.numeric import softmax
 from edge.card_match import check_card_matches
 from edge.cards import ModelCard
 from edge.engines.base import Engine
@@ -17,12 +18,6 @@ class Prediction:
     class_id: int
     label: str
     score: float
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def top_k(scores: np.ndarray, k: int = 5, labels: list[str] | None = None, *, is_probability: bool = True) -> list[Prediction]:

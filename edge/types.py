@@ -20,7 +20,8 @@ class Frame:
 
     Attributes:
         image: ``uint8`` array, ``H×W×3`` in **BGR** order (OpenCV's convention), or ``H×W`` for
-            a single-channel (grayscale or IR) source. Never float.
+            a single-channel (grayscale or IR) source. Never float. Read-only (a view of the
+            source's array): copy it to draw on it.
         timestamp: seconds, ``time.monotonic()`` when captured (or the video position for files).
         index: 0-based position of the frame in its source.
         source_id: a string naming the source (a path, a device, a URL).
@@ -47,6 +48,10 @@ class Frame:
             raise ValueError(f"Frame.image must be H×W or H×W×3, got shape {img.shape}")
         if img.shape[0] == 0 or img.shape[1] == 0:
             raise ValueError(f"Frame.image is empty: shape {img.shape}")
+        if img.flags.writeable:  # a read-only view: consumers share one frame; the source keeps its buffer
+            view = img.view()
+            view.setflags(write=False)
+            object.__setattr__(self, "image", view)
 
     @property
     def height(self) -> int:

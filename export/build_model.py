@@ -359,7 +359,7 @@ class ModelBuild:
 
     # -- the whole thing -------------------------------------------------------------------------
     def run(self) -> ModelOutcome:
-        from export.gates import make_gate
+        from export.gate_factory import make_gate
         from export.roles import calibration_reader, role_data
 
         from export.report_split import paired_speedup, report_variants, selection_limits

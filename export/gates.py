@@ -37,7 +37,7 @@ from edge.profile import DeviceProfile, Thresholds
 from export.roles import Role, RoleData, role_data
 from export.variants import ExportStepError, check_agreement, target_for_file
 
-__all__ = ["GateLimits", "GateResult", "Gate", "make_gate", "RAW_CHECK_INPUTS", "EMBEDDER_FARS", "FACE_MATCH_IOU",
+__all__ = ["GateLimits", "GateResult", "Gate", "RAW_CHECK_INPUTS", "EMBEDDER_FARS", "FACE_MATCH_IOU",
            "ClassifierGate", "DetectorGate", "GATE_SCORES", "summarize"]
 
 #: Evaluation inputs on which raw outputs are compared with the per-format tolerance.
@@ -328,21 +328,6 @@ class DetectorGate(Gate):
         if ref["map50"] - got["map50"] > self.limits.max_map50_drop:
             fails.append(f"mAP50 {got['map50']:.4f} vs float {ref['map50']:.4f} (drop > {self.limits.max_map50_drop})")
         return m, fails, {}
-
-
-def make_gate(role: Role | str, float_path: str | Path, card: ModelCard, limits: GateLimits = GateLimits(),
-              **kwargs) -> Gate:
-    """The gate for ``role`` (see :class:`Gate` for the keyword arguments).
-
-    Raises:
-        ValueError: unknown role.
-    """
-    from export.gates_face import FaceDetectorGate, FaceEmbedderGate, LivenessGate
-
-    classes: dict[Role, type[Gate]] = {Role.CLASSIFIER: ClassifierGate, Role.DETECTOR: DetectorGate,
-                                       Role.FACE_DETECTOR: FaceDetectorGate, Role.FACE_EMBEDDER: FaceEmbedderGate,
-                                       Role.LIVENESS: LivenessGate}
-    return classes[Role(role)](float_path, card, limits, **kwargs)
 
 
 def summarize(results: Sequence[GateResult]) -> list[dict]:

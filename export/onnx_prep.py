@@ -138,13 +138,16 @@ def missing_weight_inputs(model) -> list[str]:
 
 
 def strip_weight_inputs(model) -> list[str]:
-    """Remove graph inputs that are initialisers or that no node reads (in place).
+    """Remove graph inputs that are initialisers or that neither a node nor an output reads (in place).
+
+    Old exporters list every weight as a graph input too (SFace, ULFD): the weights stay
+    initialisers, only the duplicate input entries go, which leaves the function unchanged.
 
     Returns:
         The names removed.
     """
     inits = {i.name for i in model.graph.initializer}
-    used = {x for n in model.graph.node for x in n.input}
+    used = {x for n in model.graph.node for x in n.input} | {o.name for o in model.graph.output}
     keep, dropped = [], []
     for vi in model.graph.input:
         (dropped if vi.name in inits or vi.name not in used else keep).append(vi)

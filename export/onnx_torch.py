@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.onnx_export import ExportError
+from export.onnx_prep import strip_weight_inputs
 
 __all__ = ["OPS", "UnsupportedOperatorError", "OnnxGraphModule", "onnx_to_torch", "load_onnx_model"]
 
@@ -271,12 +272,7 @@ OPS: dict[str, Callable[[_Ctx], torch.Tensor]] = {
 
 
 def load_onnx_model(src, model_name: str | None = None):
-    """Load an ONNX file (or take a ModelProto) with initialisers removed from the graph inputs.
-
-    Old exporters list every weight as a graph input too (SFace, ULFD): the weights stay
-    initialisers, only the duplicate input entries go, which leaves the function unchanged.
-    Graph inputs no node reads (SFace's leftover weight names) are dropped for the same reason.
-    """
+    """Load an ONNX file (or take a ModelProto) without weight inputs (see :func:`strip_weight_inputs`)."""
     import onnx
 
     if isinstance(src, (str, Path)):
@@ -286,12 +282,7 @@ def load_onnx_model(src, model_name: str | None = None):
             raise ExportError(f"{model_name or src}: cannot read the ONNX file {src}: {e}") from e
     else:
         model = src
-    inits = {i.name for i in model.graph.initializer}
-    used = {x for n in model.graph.node for x in n.input} | {o.name for o in model.graph.output}
-    keep = [i for i in model.graph.input if i.name not in inits and i.name in used]
-    if len(keep) != len(model.graph.input):
-        del model.graph.input[:]
-        model.graph.input.extend(keep)
+    strip_weight_inputs(model)
     return model
 
 

@@ -32,7 +32,8 @@ from typing import Callable, Sequence
 
 from edge.cards import ModelCard
 from export.fallback import FallbackOptions, FallbackResult, quantize_with_fallback
-from export.gates import GateLimits, GateResult, make_gate
+from export.gate_factory import make_gate
+from export.gates import GateLimits, GateResult
 from export.onnx_prep import PrepOptions, PrepResult, prepare_onnx
 from export.quantize import QuantOptions, convert_onnx_fp16
 from export.roles import Role, calibration_reader, role_data, role_of

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.cards import ModelCard
@@ -23,27 +23,9 @@ from edge.errors import ImageLoadError, ModelCardError, ProfileError
 from edge.imageio import load_image
 from edge.profile import load_profile, profiles_dir
 from edge.registry import _CARD_DIR
+from tests._fuzz import fuzz_settings, json_paths, json_values
 
-EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                             HealthCheck.too_slow])
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=8)
-
-
-def _paths(obj, prefix=()):
-    """Every (container, key) path in a JSON document."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield prefix + (k,)
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield prefix + (i,)
-            yield from _paths(v, prefix + (i,))
+FUZZ = fuzz_settings()
 
 
 def _set(doc, path, value):
@@ -67,7 +49,7 @@ CARDS = sorted(_CARD_DIR.glob("*.json"))
 def test_a_mutated_card_is_accepted_or_refused_by_name(data):
     card_file = data.draw(st.sampled_from(CARDS))
     doc = json.loads(card_file.read_text())
-    path = data.draw(st.sampled_from(list(_paths(doc))))
+    path = data.draw(st.sampled_from(list(json_paths(doc))))
     value = data.draw(json_values | st.just(_DELETE))
     mutated = _set(doc, path, value)
     try:

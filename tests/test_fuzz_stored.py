@@ -18,37 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.errors import BenchReportError, BundleError, LockoutStateError, TemplateStoreError, UnknownUserError
+from tests._fuzz import EXAMPLES, fuzz_settings, json_paths, json_values
 
-EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=5000,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = fuzz_settings(deadline_ms=5000)
 #: Each release example copies one file of the bundle: fewer of them by default.
-FUZZ_RELEASE = settings(FUZZ, max_examples=max(8, EXAMPLES // 4), deadline=30000)
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=8)
-
-
-def _paths(obj, prefix=()):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield prefix + (k,)
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield prefix + (i,)
-            yield from _paths(v, prefix + (i,))
+FUZZ_RELEASE = fuzz_settings(deadline_ms=30000, examples=max(8, EXAMPLES // 4))
 
 
 def _mutate(doc, data):
     """``doc`` with one value replaced by an arbitrary JSON value (or the whole document replaced)."""
-    paths = list(_paths(doc))
+    paths = list(json_paths(doc))
     if not paths or data.draw(st.integers(0, 9)) == 0:
         return data.draw(json_values)
     path = data.draw(st.sampled_from(paths))

@@ -13,7 +13,8 @@ pytest.importorskip("onnxruntime")
 
 from export.calibration import ImageFolderReader, list_images, split_files  # noqa: E402
 from export.fallback import FallbackOptions, quantize_with_fallback, rank_nodes  # noqa: E402
-from export.gates import ClassifierGate, Gate, GateLimits, make_gate  # noqa: E402
+from export.gate_factory import make_gate  # noqa: E402
+from export.gates import ClassifierGate, Gate, GateLimits  # noqa: E402
 from export.gates_face import match_faces  # noqa: E402
 from export.onnx_prep import prepare_onnx  # noqa: E402
 from export.quantize import CalibrationMethod, QuantOptions, convert_onnx_fp16, quantize_onnx_int8  # noqa: E402

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import os
 import stat
 import struct
@@ -151,8 +152,9 @@ def test_events_history_filters_and_server_sent_events(server):
                                  headers={"Authorization": f"Bearer {server.token}"})
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
-        lines = []
+        lines, deadline = [], time.monotonic() + 180  # keep-alives would otherwise wait for ever
         while not any(line.startswith("data: ") for line in lines):
+            assert time.monotonic() < deadline, f"no event on the stream in 180 s: {lines[-5:]}"
             lines.append(r.readline().decode().rstrip("\n"))
     event = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
     assert event["class_name"] == "person" and event["event_type"] in ("entered", "left")

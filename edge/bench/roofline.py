@@ -24,13 +24,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import msgspec
 from pathlib import Path
 
 import numpy as np
 
+from edge.bench.macs import MacCount
 from edge.bench.onnx_graph import FLOAT16, Graph, Node, read_graph
 from edge.bench.onnx_shapes import infer_shapes
 from edge.errors import ModelFormatError
@@ -48,38 +49,6 @@ _INTEGER_OPS = frozenset({"ConvInteger", "QLinearConv", "MatMulInteger", "QLinea
 #: numpy matmul size and repeats used by :func:`calibrate_peak_gflops`.
 CALIBRATION_N = 1024
 CALIBRATION_REPEATS = 12
-
-
-@dataclass(frozen=True)
-class MacCount:
-    """Multiply-accumulates of one model.
-
-    Attributes:
-        total: MACs of one inference (batch as in the graph).
-        by_precision: MACs per compute precision (``fp32`` / ``fp16`` / ``int8``).
-        by_op: MACs per op type.
-        uncounted: ops that should carry MACs but whose shapes could not be resolved.
-        source: ``"onnx-graph"``, ``"tflite-ops"`` or ``"card"``.
-    """
-
-    total: int
-    by_precision: dict = field(default_factory=dict)
-    by_op: dict = field(default_factory=dict)
-    uncounted: tuple = ()
-    source: str = "onnx-graph"
-
-    @property
-    def precision(self) -> str:
-        """The precision that carries most MACs."""
-        if not self.by_precision:
-            return "fp32"
-        return max(self.by_precision.items(), key=lambda kv: kv[1])[0]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["uncounted"] = list(self.uncounted)
-        d["precision"] = self.precision
-        return d
 
 
 def _prod(dims) -> int | None:

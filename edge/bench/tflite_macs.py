@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bench.roofline import MacCount
+from edge.bench.macs import MacCount
 from edge.errors import ModelFormatError
 
 __all__ = ["count_tflite_macs"]

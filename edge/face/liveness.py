@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.numeric import softmax
 from edge.card_match import check_card_matches
 from edge.errors import FaceError, LivenessError, ModelCardError, ModelIntegrityError
 from edge.face.challenge import HeadTurnChallenge
@@ -88,12 +89,6 @@ def scaled_crop(image_bgr: np.ndarray, box_xyxy, scale: float, size: int = CROP_
         raise FaceError(f"face box {tuple(np.round(box_xyxy, 1))} is outside the {image_bgr.shape[1]}×"
                         f"{image_bgr.shape[0]} image")
     return cv2.resize(patch, (size, size), interpolation=cv2.INTER_LINEAR)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _as_bgr(image) -> np.ndarray:
@@ -177,7 +172,7 @@ class PassiveLiveness:
             crop = scaled_crop(bgr, box_xyxy, scale, size)
             x = np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)
             logits = np.asarray(engine.run({in_name: x})[out_name], np.float64).reshape(-1)
-            out.append(_softmax(logits))
+            out.append(softmax(logits))
         return out
 
     def check(self, image, box_xyxy, landmarks=None) -> LivenessResult:

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,21 +23,13 @@ from pathlib import Path
 
 from edge import paths
 from edge.cards import LabelsRef, ModelCard, Source, load_card
+from edge.digest import sha256_file
 from edge.errors import ModelCardError, ModelIntegrityError, ModelNotFoundError
 
 __all__ = ["builtin_cards", "get_card", "resolve_file", "resolve_model", "load_labels", "find_card",
            "sha256_file", "verify_dir", "VerifyResult", "ModelRef", "resolve"]
 
 _CARD_DIR = Path(__file__).with_name("cards")
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,6 @@ matches, so a failed or tampered download never leaves a file that looks valid.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from edge.digest import sha256_file
 from edge.cards import Source
 from edge.errors import ModelIntegrityError
 
@@ -51,13 +51,10 @@ def fetch(rel: str, sha256: str, source: Source, cache: Path) -> Path:
 
 
 def _commit(tmp: Path, sha256: str, dest: Path, origin: str) -> Path:
-    h = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != sha256:
+    actual = sha256_file(tmp)
+    if actual != sha256:
         tmp.unlink(missing_ok=True)
-        raise ModelIntegrityError(f"{origin}: downloaded file has sha256 {h.hexdigest()}, expected {sha256}; not saved")
+        raise ModelIntegrityError(f"{origin}: downloaded file has sha256 {actual}, expected {sha256}; not saved")
     os.replace(tmp, dest)
     return dest
 

@@ -28,7 +28,7 @@ mkdir -p "$wheels"
 plats=(--platform manylinux2014_aarch64)
 for n in 17 26 27 28 29 30 31 32 33 34 35 36; do plats+=(--platform "manylinux_2_${n}_aarch64"); done
 python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
-  "${plats[@]}" -d "$wheels" 'numpy>=1.23' 'opencv-python-headless>=4.8' 'onnxruntime>=1.16' \
+  "${plats[@]}" -d "$wheels" 'numpy>=1.23' 'opencv-python-headless>=4.8' 'msgspec>=0.18' 'onnxruntime>=1.16' \
   'ai-edge-litert>=1.0' 'cryptography>=41'
 rm -f "$wheels"/edgesight-*.whl
 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$wheels" "$repo" 2>/dev/null \
@@ -84,7 +84,7 @@ done
 stamp "6/7 compare aarch64 with x86; then the same with tflite-runtime (edgesight[tflite-legacy])"
 "$PY" "$here/compare_outputs.py" "$work/x86.npz" "$root/opt/check/arm.npz" || cmp_rc=$?
 python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
-  "${plats[@]}" -d "$wheels" 'tflite-runtime>=2.13' 'numpy<2' 'opencv-python-headless>=4.8,<4.11'
+  "${plats[@]}" -d "$wheels" 'tflite-runtime>=2.13' 'numpy<2' 'opencv-python-headless>=4.8,<4.11' 'msgspec>=0.18'
 cp "$wheels"/*.whl "$root/opt/check/wheels/"
 t0=$(date +%s)
 chroot "$root" /usr/bin/env -i QEMU_CPU="$qcpu" PATH=/usr/bin:/bin HOME=/root /bin/sh -ec '
@@ -96,7 +96,7 @@ chroot "$root" /usr/bin/env -i QEMU_CPU="$qcpu" PATH=/usr/bin:/bin HOME=/root /b
     /opt/check/bundles/rpi4 /opt/check/bundles/rpi5
   /opt/venv-legacy/bin/edge selftest --bundle /opt/check/bundles/rpi4 --trust /opt/check/key/bundle_signing.pub'
 stamp "   tflite-runtime install + run took $(( $(date +%s) - t0 )) s (emulation)"
-"$PY" "$here/compare_outputs.py" --only-litert --raw-informational "$work/x86.npz" "$root/opt/check/arm-legacy.npz" || cmp_rc=$?
+"$PY" "$here/compare_outputs.py" --only-litert --bundles rpi4,rpi5 --raw-informational "$work/x86.npz" "$root/opt/check/arm-legacy.npz" || cmp_rc=$?
 stamp "7/7 a Pi install without LiteRT must say so (pip uninstall ai-edge-litert, then edge run)"
 tfl=$(cd "$root/opt/check" && ls bundles/rpi4/*/*.tflite bundles/rpi4/*.tflite 2>/dev/null | head -n1 || true)
 chroot "$root" /opt/venv/bin/pip uninstall -q -y ai-edge-litert

@@ -24,11 +24,15 @@ def main(argv: list[str] | None = None) -> int:
                          "OpenCV's INTER_LINEAR resize differs by 1 between x86 and arm64")
     ap.add_argument("--only-litert", action="store_true",
                     help="the candidate install has no onnxruntime: skip reference outputs of .onnx models")
+    ap.add_argument("--bundles", default=None,
+                    help="comma-separated bundle names the candidate ran (the others are not compared)")
     ap.add_argument("--raw-informational", action="store_true",
                     help="print raw model outputs but fail only on pipeline values (another runtime version)")
     args = ap.parse_args(argv)
     with np.load(args.reference) as ra, np.load(args.candidate) as rb:
-        a = {k: ra[k] for k in ra if not (args.only_litert and ".onnx::" in k)}
+        keep = set(args.bundles.split(",")) if args.bundles else None
+        a = {k: ra[k] for k in ra if not (args.only_litert and ".onnx::" in k)
+             and (keep is None or k.split("/", 1)[0] in keep)}
         b = {k: rb[k] for k in rb}
     missing = sorted(set(a) ^ set(b))
     bad = 0
