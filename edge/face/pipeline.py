@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ from edge.face.quality import QualityConfig, assess
 from edge.face.types import FaceAnalysis, FaceObservation
 from edge.types import Frame
 
-__all__ = ["FacePipeline", "create_pipeline", "STAGES", "DEFAULT_TARGET_FAR", "FAST_DETECT_SIZE"]
+__all__ = ["FacePipeline", "FaceDetections", "create_pipeline", "STAGES", "DEFAULT_TARGET_FAR", "FAST_DETECT_SIZE"]
 
 #: Stage names of :attr:`FaceAnalysis.timings_ms` (plus ``"total"``).
 STAGES = ("detect", "align", "quality", "liveness", "embed")
@@ -93,6 +94,9 @@ class FacePipeline:
             # and anchors are then those of the whole-frame detection
             step = max(1, round(ROI_GRID / scale))
             x0, y0 = x0 // step * step, y0 // step * step
+            # far side too (or the frame's edge): the detector then pads nothing the whole-frame
+            # detection does not, and sees the same pixels inside the region
+            x1, y1 = min(w, -(-x1 // step) * step), min(h, -(-y1 // step) * step)
             bgr = bgr[y0:y1, x0:x1]
             h, w = bgr.shape[:2]
         small = bgr
@@ -114,9 +118,22 @@ class FacePipeline:
         kps = kps * np.array([sx, sy]) + np.array([x0, y0])
         return boxes, np.asarray(dets.score, np.float64), kps
 
+    def detect(self, image, roi: tuple[int, int, int, int] | None = None) -> FaceDetections:
+        """Only the detection stage: faces of the frame (or of ``roi``) in frame pixels.
+
+        Pass the result to :meth:`analyze` (``detections=``) to finish the frame without
+        detecting again (:class:`~edge.face.tracking.FaceTracker` decides between a region and
+        the whole frame this way, and the frame is analysed once).
+        """
+        t0 = time.perf_counter()
+        bgr = as_bgr(image.image if isinstance(image, Frame) else image)
+        boxes, scores, kps = self._detect(bgr, roi)
+        return FaceDetections(boxes, scores, kps, _ms(t0))
+
     # ---------------------------------------------------------------- main entry
     def analyze(self, image, *, max_faces: int | None = None, embed: bool = True,
-                check_liveness: bool = True, roi: tuple[int, int, int, int] | None = None) -> FaceAnalysis:
+                check_liveness: bool = True, roi: tuple[int, int, int, int] | None = None,
+                detections: FaceDetections | None = None) -> FaceAnalysis:
         """Analyse one frame.
 
         Args:
@@ -127,6 +144,8 @@ class FacePipeline:
             roi: ``(x0, y0, x1, y1)`` frame region to detect in (clipped to the frame; used by
                 :class:`~edge.face.tracking.FaceTracker`); alignment, quality, liveness and
                 embedding still use the whole frame.
+            detections: faces from :meth:`detect` on this frame (detection is then skipped; its
+                time is reported as the ``detect`` stage).
 
         Returns:
             :class:`FaceAnalysis` with faces largest first and per-stage milliseconds.
@@ -144,9 +163,10 @@ class FacePipeline:
             observe(raw)
             timings["liveness"] += _ms(t0)
 
-        t0 = time.perf_counter()
-        boxes, scores, kps = self._detect(bgr, roi)
-        timings["detect"] = _ms(t0)
+        if detections is None:
+            detections = self.detect(bgr, roi)
+        boxes, scores, kps = detections.boxes, detections.scores, detections.landmarks
+        timings["detect"] = detections.ms
 
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.argsort(-areas, kind="stable")
@@ -192,6 +212,23 @@ class FacePipeline:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class FaceDetections(NamedTuple):
+    """Faces found by :meth:`FacePipeline.detect`, in frame pixels (float64), and the time taken."""
+
+    boxes: np.ndarray  # N×4 xyxy
+    scores: np.ndarray  # N
+    landmarks: np.ndarray  # N×5×2, FaceDetectorYN order
+    ms: float
+
+    @property
+    def largest(self) -> int | None:
+        """Index of the largest box (``None`` when there is no face)."""
+        if not len(self.boxes):
+            return None
+        b = self.boxes
+        return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
 
 
 def _clip_roi(roi, shape) -> tuple[int, int, int, int]:
