@@ -286,8 +286,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         backend: engine backend for the embedder.
         prefer_optimized: for a registry embedder name, use the output-identical PRelu-rewritten
             copy ``edge-export`` built in the cache when there is a valid one
-            (:func:`~edge.face.embedder.optimized_card`; 1.6× faster SFace, same outputs). Off by
-            default: templates are bound to the embedder's id and sha256, so a cache that gains
+            (:func:`~edge.face.embedder.optimized_card`). On onnxruntime the registry file already
+            runs its PRelus on the same fast kernels (:mod:`edge.engines.onnx_prelu`, applied at
+            load time, the file and its sha256 unchanged), so this only changes the embedder's
+            name. Off by default: templates are bound to the embedder's id and sha256, so a cache that gains
             the rewrite later would mark existing templates stale; devices get the rewrite from
             their bundle, whose embedder the templates follow.
 
