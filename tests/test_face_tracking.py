@@ -152,7 +152,12 @@ def test_second_larger_face_entering_is_seen_at_once(setup, people):
     assert got.box[0] > 300  # the newcomer on the right, not the followed face
 
 
-def test_fixed_input_detector_is_never_given_a_region():
-    with create_pipeline(threads=1, liveness=False) as p:  # the default 640x640 YuNet graph
+def test_fixed_input_detector_is_never_given_a_region(setup):
+    """The default 640x640 YuNet graph would enlarge a region to its input: always the whole frame."""
+    pipe, face = setup
+    with create_pipeline(threads=1, liveness=False) as p:
         tr = FaceTracker(p)
         assert not tr.uses_regions
+        for x in (100, 104):
+            assert tr.analyze(_frame(face, x, 100), check_liveness=False).largest is not None
+            assert tr.last_full
