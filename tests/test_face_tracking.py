@@ -153,11 +153,35 @@ def test_second_larger_face_entering_is_seen_at_once(setup, people):
 
 
 def test_fixed_input_detector_is_never_given_a_region(setup):
-    """The default 640x640 YuNet graph would enlarge a region to its input: always the whole frame."""
+    """A detector that resizes to 640x640 (the fixed graph bundles ship, or the dynamic graph fitted
+    as it, create_pipeline()'s default) would enlarge a region to it: always the whole frame."""
+    from edge.face.pipeline import FacePipeline
+    from edge.vision.face_detectors import create_face_detector
+
     pipe, face = setup
-    with create_pipeline(threads=1, liveness=False) as p:
-        tr = FaceTracker(p)
+    with create_pipeline(threads=1, liveness=False) as default:
+        assert not FaceTracker(default).uses_regions
+    with create_face_detector("yunet", threads=1) as det:
+        tr = FaceTracker(FacePipeline(det, pipe.embedder))
         assert not tr.uses_regions
         for x in (100, 104):
             assert tr.analyze(_frame(face, x, 100), check_liveness=False).largest is not None
             assert tr.last_full
+
+
+def test_default_detects_as_the_640_graph_without_its_padding(data_dir):
+    """create_pipeline()'s YuNet runs the dynamic graph fitted as the 640x640 graph fits a frame:
+    the same faces (a portrait photo shrunk, a 640x480 frame as it is, a small one enlarged)."""
+    from edge.vision.face_detectors import create_face_detector
+
+    img = load_image(data_dir / "faces/deepface/img10.jpg")
+    frames = [img, cv2.resize(img, (640, 480)), cv2.resize(img, (200, 150))]
+    with create_pipeline(threads=1, liveness=False) as p, create_face_detector("yunet", threads=1) as fixed:
+        assert p.detector.fit_size == (640, 640) and not p.detector.fixed_input
+        for f in frames:
+            got, ref = p.detector.detect(f), fixed.detect(f)
+            assert len(got.score) == len(ref.score) >= 1
+            # the fixed graph's padding is zeros in its input but not inside the network: boxes
+            # agree to a small fraction of a pixel, not bit for bit
+            np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=0.5)
+            np.testing.assert_allclose(got.keypoints, ref.keypoints, atol=0.5)

@@ -23,7 +23,8 @@ from edge.face.quality import QualityConfig, assess
 from edge.face.types import FaceAnalysis, FaceObservation
 from edge.types import Frame
 
-__all__ = ["FacePipeline", "FaceDetections", "create_pipeline", "STAGES", "DEFAULT_TARGET_FAR", "FAST_DETECT_SIZE"]
+__all__ = ["FacePipeline", "FaceDetections", "create_pipeline", "STAGES", "DEFAULT_TARGET_FAR", "FAST_DETECT_SIZE",
+           "DEFAULT_FIT_SIZE"]
 
 #: Stage names of :attr:`FaceAnalysis.timings_ms` (plus ``"total"``).
 STAGES = ("detect", "align", "quality", "liveness", "embed")
@@ -32,6 +33,8 @@ DEFAULT_TARGET_FAR = 1e-3
 #: A detector input that keeps a face at arm's length (≥ ~80 px in a 640×480 frame) detectable
 #: at a quarter of the 640×480 cost.
 FAST_DETECT_SIZE = (320, 240)
+#: ``create_pipeline(detector="yunet")`` without ``detect_size`` fits frames as the 640×640 graph.
+DEFAULT_FIT_SIZE = (640, 640)
 #: A detection region's origin is snapped to this many detector-input pixels (YuNet's stride 32).
 ROI_GRID = 32
 
@@ -269,9 +272,11 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
     """Build a :class:`FacePipeline` from model names.
 
     Args:
-        detector: ``"yunet"`` (640×640 graph, or the dynamic graph when ``detect_size`` is
-            set), ``"yunet_dynamic"``, ``"blazeface"``, ``"ulfd"`` (no landmarks: refused), or
-            a model path.
+        detector: ``"yunet"`` (the dynamic-size graph: at ``detect_size`` when set, else resized
+            as the fixed 640×640 graph resizes a frame but padded only to a multiple of 32 —
+            the same detections, with no work on the 160 empty rows that graph adds under a
+            640×480 frame), ``"yunet_dynamic"``, ``"blazeface"``, ``"ulfd"`` (no landmarks:
+            refused), or a model path.
         embedder: a registry name, model path or card JSON (a release's models come through
             :func:`edge.roles.face_pipeline_from_release` instead, verified first).
         liveness_dir: directory holding the MiniFASNet ONNX files and cards written by
@@ -315,8 +320,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         emb_src = optimized_card(str(embedder)) or emb_src
     det_name = detector
     opts = {}
-    if detect_size is not None and detector == "yunet":
-        det_name = "yunet_dynamic"  # run at the reduced size rather than letterboxed into 640×640
+    if detector == "yunet":
+        det_name = "yunet_dynamic"  # at the reduced size, rather than letterboxed into 640×640
+        if detect_size is None:  # the 640×640 graph's detections without its padding
+            opts["fit_size"] = DEFAULT_FIT_SIZE
     det = create_face_detector(det_name, threads=threads, **opts)
     try:
         emb = create_embedder(emb_src, threads=threads, backend=backend)

@@ -12,9 +12,11 @@ region around the last box; the whole frame is searched again when
 
 Every frame still gets a fresh detection, so landmarks, alignment, liveness and the embedding are
 those of the face in this frame; the frame is analysed once (the region's detections are reused).
-A still image has no previous frame: it is always a full detection. A pipeline whose detector has
-a fixed input size (the default 640×640 YuNet graph) is always run on the whole frame: a region
-would be enlarged to that size, costing more than the frame and detecting at another scale.
+A still image has no previous frame: it is always a full detection. A pipeline whose detector
+resizes its input to a set size (the fixed 640×640 YuNet graph, or the dynamic one fitted as it,
+``create_pipeline()``'s default) is always run on the whole frame: a region would be enlarged to
+that size, costing more than the frame and detecting at another scale. Give the pipeline a
+``detect_size`` to track.
 
 Example:
     >>> tracker = FaceTracker(create_pipeline(detect_size=(320, 240)))     # doctest: +SKIP
@@ -65,7 +67,8 @@ class FaceTracker:
         self.margin = float(margin)
         self.redetect_every = int(redetect_every)
         self.change_level = float(change_level)
-        self.uses_regions = not getattr(getattr(pipeline, "detector", None), "fixed_input", False)
+        det = getattr(pipeline, "detector", None)
+        self.uses_regions = not (getattr(det, "fixed_input", False) or getattr(det, "fit_size", None) is not None)
         self._box: np.ndarray | None = None
         self._blocks: np.ndarray | None = None
         self._since_full = 0
