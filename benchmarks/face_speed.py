@@ -127,10 +127,10 @@ def edge_variants(liveness_dir: Path | None, int8_sface: Path | None = None) -> 
     """Our rows; each has a detection size, and OpenCV is run at that same size."""
     full, fast = (FRAME_W, FRAME_H), (320, 240)
     runs: list[tuple[str, dict, tuple[int, int], bool]] = [
-        # exactly create_pipeline()'s defaults: the fixed 640x640 YuNet graph (a 640x480 frame is
-        # detected at its own 640x480 scale, padded below) and the registry's SFace ONNX (whose
-        # PRelus onnxruntime runs on fast kernels: edge.engines.onnx_prelu)
-        ("DEFAULT create_pipeline(): yunet 640x640 graph + sface_2021dec_fp32", {}, full, False),
+        # exactly create_pipeline()'s defaults: YuNet's dynamic graph fitted as the 640x640 graph
+        # fits a frame (a 640x480 frame is detected at its own size) and the registry's SFace ONNX
+        # (whose PRelus onnxruntime runs on fast kernels: edge.engines.onnx_prelu)
+        ("DEFAULT create_pipeline(): yunet fit 640x640 + sface_2021dec_fp32", {}, full, False),
         ("edge yunet@640x480 + sface_fp32 (detect_size=(640,480): dynamic graph, no padding)",
          dict(detect_size=full), full, False),
         ("edge yunet@640x480 + sface_fp32, tracked (FaceTracker)", dict(detect_size=full), full, True),
