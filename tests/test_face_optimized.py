@@ -52,3 +52,65 @@ def test_altered_or_foreign_copy_is_ignored(cache, tmp_path):
     data[len(data) // 2] ^= 0xFF
     onnx_file.write_bytes(bytes(data))
     assert optimized_card(SFACE, tmp_path) is None
+
+
+# ---------------------------------------------------------------- PRelu on fast kernels, at load time
+def test_registry_sface_runs_prelu_on_fast_kernels_with_same_embeddings(data_dir):
+    """Without any cache, onnxruntime runs the registry SFace with each PRelu as Min/Mul/Add: the
+    embedder keeps the registry's name and sha256 (templates stay valid) and its outputs."""
+    from edge import registry
+    from edge.engines.ort import OnnxRuntimeEngine
+    from edge.face.align import align_face
+    from edge.face.embedder import FaceEmbedder
+
+    ref = registry.resolve(SFACE)
+    crops = []
+    with create_pipeline(threads=1, liveness=False, detect_size=(320, 240)) as p:
+        assert p.embedder.engine.rewritten_prelu == 27
+        assert (p.embedder.model_id, p.embedder.model_sha256) == (SFACE, ref.card.sha256)
+        for f in ("img10.jpg", "img1.jpg", "img33.jpg"):
+            img = load_image(data_dir / "faces/deepface" / f)
+            crops.append(align_face(img, p.analyze(img, embed=False).largest.landmarks))
+        fast = p.embedder.raw_features(np.stack(crops))
+    with OnnxRuntimeEngine(ref.path, threads=1, fast_prelu=False) as eng:
+        assert eng.rewritten_prelu == 0
+        stored = FaceEmbedder(eng, ref.card).raw_features(np.stack(crops))
+    np.testing.assert_allclose(fast, stored, atol=1e-4 * float(np.abs(stored).max()))
+
+
+def _prelu_model(tmp_path, *, opset: int, quantised: bool):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    slope = numpy_helper.from_array(np.array([[[0.25]], [[2.0]]], np.float32), "slope")
+    nodes, inits = [], [slope]
+    x = "x"
+    if quantised:
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.uint8), "z")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        x = "dq"
+    nodes.append(helper.make_node("PRelu", [x, "slope"], ["y"]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 7
+    path = tmp_path / f"prelu_{opset}_{quantised}.onnx"
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize("opset,quantised,rewritten", [(13, False, 1), (13, True, 0), (7, False, 0)])
+def test_prelu_rewrite_same_function_and_left_alone_where_it_does_not_apply(tmp_path, opset, quantised, rewritten):
+    from edge.engines.ort import OnnxRuntimeEngine
+
+    path = _prelu_model(tmp_path, opset=opset, quantised=quantised)
+    x = np.linspace(-3, 3, 18, dtype=np.float32).reshape(1, 2, 3, 3)
+    with OnnxRuntimeEngine(path, threads=1) as fast, OnnxRuntimeEngine(path, threads=1, fast_prelu=False) as plain:
+        assert fast.rewritten_prelu == rewritten  # int8 graphs run as gated; opset < 8 lacks broadcasting Min
+        got = fast.run({"x": x})["y"]
+        np.testing.assert_allclose(got, plain.run({"x": x})["y"], rtol=1e-6, atol=1e-6)
+    if not quantised:  # PRelu's definition, per channel slope 0.25 and 2.0
+        np.testing.assert_allclose(got, np.where(x > 0, x, x * np.float32([0.25, 2.0]).reshape(1, 2, 1, 1)),
+                                   rtol=1e-6, atol=1e-6)

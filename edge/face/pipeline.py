@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -22,7 +23,8 @@ from edge.face.quality import QualityConfig, assess
 from edge.face.types import FaceAnalysis, FaceObservation
 from edge.types import Frame
 
-__all__ = ["FacePipeline", "create_pipeline", "STAGES", "DEFAULT_TARGET_FAR", "FAST_DETECT_SIZE"]
+__all__ = ["FacePipeline", "FaceDetections", "create_pipeline", "STAGES", "DEFAULT_TARGET_FAR", "FAST_DETECT_SIZE",
+           "DEFAULT_FIT_SIZE"]
 
 #: Stage names of :attr:`FaceAnalysis.timings_ms` (plus ``"total"``).
 STAGES = ("detect", "align", "quality", "liveness", "embed")
@@ -31,6 +33,8 @@ DEFAULT_TARGET_FAR = 1e-3
 #: A detector input that keeps a face at arm's length (≥ ~80 px in a 640×480 frame) detectable
 #: at a quarter of the 640×480 cost.
 FAST_DETECT_SIZE = (320, 240)
+#: ``create_pipeline(detector="yunet")`` without ``detect_size`` fits frames as the 640×640 graph.
+DEFAULT_FIT_SIZE = (640, 640)
 #: A detection region's origin is snapped to this many detector-input pixels (YuNet's stride 32).
 ROI_GRID = 32
 
@@ -93,6 +97,9 @@ class FacePipeline:
             # and anchors are then those of the whole-frame detection
             step = max(1, round(ROI_GRID / scale))
             x0, y0 = x0 // step * step, y0 // step * step
+            # far side too (or the frame's edge): the detector then pads nothing the whole-frame
+            # detection does not, and sees the same pixels inside the region
+            x1, y1 = min(w, -(-x1 // step) * step), min(h, -(-y1 // step) * step)
             bgr = bgr[y0:y1, x0:x1]
             h, w = bgr.shape[:2]
         small = bgr
@@ -114,9 +121,22 @@ class FacePipeline:
         kps = kps * np.array([sx, sy]) + np.array([x0, y0])
         return boxes, np.asarray(dets.score, np.float64), kps
 
+    def detect(self, image, roi: tuple[int, int, int, int] | None = None) -> FaceDetections:
+        """Only the detection stage: faces of the frame (or of ``roi``) in frame pixels.
+
+        Pass the result to :meth:`analyze` (``detections=``) to finish the frame without
+        detecting again (:class:`~edge.face.tracking.FaceTracker` decides between a region and
+        the whole frame this way, and the frame is analysed once).
+        """
+        t0 = time.perf_counter()
+        bgr = as_bgr(image.image if isinstance(image, Frame) else image)
+        boxes, scores, kps = self._detect(bgr, roi)
+        return FaceDetections(boxes, scores, kps, _ms(t0))
+
     # ---------------------------------------------------------------- main entry
     def analyze(self, image, *, max_faces: int | None = None, embed: bool = True,
-                check_liveness: bool = True, roi: tuple[int, int, int, int] | None = None) -> FaceAnalysis:
+                check_liveness: bool = True, roi: tuple[int, int, int, int] | None = None,
+                detections: FaceDetections | None = None) -> FaceAnalysis:
         """Analyse one frame.
 
         Args:
@@ -127,6 +147,8 @@ class FacePipeline:
             roi: ``(x0, y0, x1, y1)`` frame region to detect in (clipped to the frame; used by
                 :class:`~edge.face.tracking.FaceTracker`); alignment, quality, liveness and
                 embedding still use the whole frame.
+            detections: faces from :meth:`detect` on this frame (detection is then skipped; its
+                time is reported as the ``detect`` stage).
 
         Returns:
             :class:`FaceAnalysis` with faces largest first and per-stage milliseconds.
@@ -144,9 +166,10 @@ class FacePipeline:
             observe(raw)
             timings["liveness"] += _ms(t0)
 
-        t0 = time.perf_counter()
-        boxes, scores, kps = self._detect(bgr, roi)
-        timings["detect"] = _ms(t0)
+        if detections is None:
+            detections = self.detect(bgr, roi)
+        boxes, scores, kps = detections.boxes, detections.scores, detections.landmarks
+        timings["detect"] = detections.ms
 
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.argsort(-areas, kind="stable")
@@ -194,6 +217,23 @@ class FacePipeline:
         self.close()
 
 
+class FaceDetections(NamedTuple):
+    """Faces found by :meth:`FacePipeline.detect`, in frame pixels (float64), and the time taken."""
+
+    boxes: np.ndarray  # N×4 xyxy
+    scores: np.ndarray  # N
+    landmarks: np.ndarray  # N×5×2, FaceDetectorYN order
+    ms: float
+
+    @property
+    def largest(self) -> int | None:
+        """Index of the largest box (``None`` when there is no face)."""
+        if not len(self.boxes):
+            return None
+        b = self.boxes
+        return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+
+
 def _clip_roi(roi, shape) -> tuple[int, int, int, int]:
     h, w = shape[:2]
     x0, y0, x1, y1 = (int(round(float(v))) for v in roi)
@@ -232,9 +272,11 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
     """Build a :class:`FacePipeline` from model names.
 
     Args:
-        detector: ``"yunet"`` (640×640 graph, or the dynamic graph when ``detect_size`` is
-            set), ``"yunet_dynamic"``, ``"blazeface"``, ``"ulfd"`` (no landmarks: refused), or
-            a model path.
+        detector: ``"yunet"`` (the dynamic-size graph: at ``detect_size`` when set, else resized
+            as the fixed 640×640 graph resizes a frame but padded only to a multiple of 32 —
+            the same detections, with no work on the 160 empty rows that graph adds under a
+            640×480 frame), ``"yunet_dynamic"``, ``"blazeface"``, ``"ulfd"`` (no landmarks:
+            refused), or a model path.
         embedder: a registry name, model path or card JSON (a release's models come through
             :func:`edge.roles.face_pipeline_from_release` instead, verified first).
         liveness_dir: directory holding the MiniFASNet ONNX files and cards written by
@@ -249,8 +291,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         backend: engine backend for the embedder.
         prefer_optimized: for a registry embedder name, use the output-identical PRelu-rewritten
             copy ``edge-export`` built in the cache when there is a valid one
-            (:func:`~edge.face.embedder.optimized_card`; 1.6× faster SFace, same outputs). Off by
-            default: templates are bound to the embedder's id and sha256, so a cache that gains
+            (:func:`~edge.face.embedder.optimized_card`). On onnxruntime the registry file already
+            runs its PRelus on the same fast kernels (:mod:`edge.engines.onnx_prelu`, applied at
+            load time, the file and its sha256 unchanged), so this only changes the embedder's
+            name. Off by default: templates are bound to the embedder's id and sha256, so a cache that gains
             the rewrite later would mark existing templates stale; devices get the rewrite from
             their bundle, whose embedder the templates follow.
 
@@ -276,8 +320,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         emb_src = optimized_card(str(embedder)) or emb_src
     det_name = detector
     opts = {}
-    if detect_size is not None and detector == "yunet":
-        det_name = "yunet_dynamic"  # run at the reduced size rather than letterboxed into 640×640
+    if detector == "yunet":
+        det_name = "yunet_dynamic"  # at the reduced size, rather than letterboxed into 640×640
+        if detect_size is None:  # the 640×640 graph's detections without its padding
+            opts["fit_size"] = DEFAULT_FIT_SIZE
     det = create_face_detector(det_name, threads=threads, **opts)
     try:
         emb = create_embedder(emb_src, threads=threads, backend=backend)
