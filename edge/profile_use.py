@@ -300,8 +300,8 @@ def thermal_check(profile: DeviceProfile | None, *, root: str | Path | None = No
 CONSUMERS: dict[str, str] = {
     "name": "export.build:build",  # the bundle directory out/<name> and the manifest
     "board": "export.build:build",  # the build report
-    "cpu.model": "export.cost_model:runtime_precision",  # runtime facts (fp16 / int8 paths of the core)
-    "cpu.arch": "export.cost_model:runtime_precision",
+    "cpu.model": "export.cost_model:_where",  # runtime facts: does the core compute fp16 (Cortex-A76 yes, A72 no)
+    "cpu.arch": "export.cost_model:_where",
     "cpu.cores": "edge.profile:runtime_threads",  # threads clamp; roofline share of the cores
     "compute.peak_gflops_fp32": "edge.bench.roofline:peak_for",
     "compute.peak_gops_int8": "edge.bench.roofline:peak_for",
