@@ -365,7 +365,8 @@ class ModelBuild:
         from export.gates import make_gate
         from export.roles import calibration_reader, role_data
 
-        from export.report_split import paired_speedup, report_variants, selection_limits
+        from export.cost_model import board_speedup
+        from export.report_split import report_variants, selection_limits
 
         float_onnx, float_card, prep = self.float_onnx()
         data = self.ctx.user_data.get(self.source.role) or role_data(self.source.role, model_name=self.source.name)
@@ -405,7 +406,7 @@ class ModelBuild:
                                 threads=self.ctx.threads)
         self.say("measuring the variants on the report split (nothing is chosen on it)")
         report_variants(self.source.role, variants, gate, report_gate, self.ctx.runtime_format, self.say,
-                        speed=lambda a, b: paired_speedup(a, b, self.ctx.runtime_backend, self.ctx.threads, feeds))
+                        speed=lambda a, b: board_speedup(a, b, self.ctx.profile, self.ctx.board_timings))
         chosen, reason, choice = self._choose(variants)
         chosen.card = self._final_card(chosen)
         cal_hash = reader.hash

@@ -32,7 +32,7 @@ from edge.profile import DeviceProfile
 from export.variants import Format, Precision, Scheme, Target, target_for_file
 
 __all__ = ["RuntimeFact", "RUNTIME_FACTS", "CORE_FEATURES", "Estimate", "BoardTimings", "Choice",
-           "BoardTimingsError", "runtime_precision", "estimate", "load_board_timings", "choose", "TIE",
+           "BoardTimingsError", "XNNPACK_SPLIT", "xnnpack_partitions", "runtime_precision", "estimate", "load_board_timings", "choose", "board_speedup", "TIE",
            "BASIS_COST_MODEL", "BASIS_BOARD_TIMINGS"]
 
 BASIS_COST_MODEL = "cost-model"
@@ -72,6 +72,7 @@ class RuntimeFact:
     where: str
     computes: Precision
     note: str
+    excludes: bool = False  # the roofline cannot bound such a variant: the cost model does not choose it
 
 
 #: First match wins. MACs the counter already sees as int8 (QDQ / full-integer graphs) run on the
@@ -92,9 +93,18 @@ RUNTIME_FACTS: tuple[RuntimeFact, ...] = (
                 "onnxruntime's CPU provider has no fp16 convolution kernels here: an fp16 graph computes in fp32 "
                 "between inserted casts"),
     RuntimeFact("dynamic-range-float", (Format.TFLITE, Precision.INT8, Scheme.DYNAMIC_RANGE), "cpu", Precision.FP32,
-                "dynamic-range int8 keeps float activations: no int8 speed-up is assumed (weights are int8, the "
-                "arithmetic is float)"),
+                "dynamic-range int8 keeps float activations: its arithmetic is float (no int8 speed-up)"),
 )
+
+#: A TFLite variant that XNNPACK takes in more pieces than the model's fp32 file: the ops between
+#: the pieces run on LiteRT's own kernels. Counted by applying the LiteRT interpreter's XNNPACK
+#: delegate to the file (the delegate's op rules are the board's too).
+XNNPACK_SPLIT = RuntimeFact(
+    "xnnpack-split", (Format.TFLITE, None, None), "cpu", Precision.FP32,
+    "XNNPACK does not take every op of this variant (it splits the graph into more partitions than the fp32 "
+    "model's); the ops between run on LiteRT's reference kernels, which the roofline cannot bound — in this "
+    "project that made full-integer SFace 3x and MiniFASNet 4x slower than fp32, and dynamic-range MobileNetV2 "
+    "2.3x (docs/tflite_route.md) — so the cost model does not choose it; board timings can", excludes=True)
 
 
 def _where(profile: DeviceProfile) -> set[str]:
@@ -149,13 +159,35 @@ class Estimate:
     bound: str
     facts: tuple[str, ...] = ()
     mac_source: str = ""
+    excluded: str | None = None  # why the cost model does not choose this variant (a runtime fact)
+    partitions: int | None = None  # XNNPACK partitions of a TFLite file
 
     def to_dict(self) -> dict:
         return {"file": self.file, "key": self.key, "macs": self.macs, "by_precision": self.by_precision,
                 "compute_ms": round(self.compute_ms, 4),
                 "memory_ms": None if self.memory_ms is None else round(self.memory_ms, 4),
                 "estimate_ms": round(self.estimate_ms, 4), "bound": self.bound, "facts": list(self.facts),
-                "mac_source": self.mac_source}
+                "mac_source": self.mac_source, "excluded": self.excluded, "xnnpack_partitions": self.partitions}
+
+
+def xnnpack_partitions(path: str | Path) -> int | None:
+    """How many pieces LiteRT's XNNPACK delegate takes a ``.tflite`` file in (``None``: not countable here).
+
+    The interpreter lists one ``DELEGATE`` node per partition once its tensors are allocated; an
+    op XNNPACK does not support (for that type) ends a partition and runs on LiteRT's own kernel.
+    """
+    if Path(path).suffix.lower() != ".tflite":
+        return None
+    try:
+        from edge.engines.litert import _import_interpreter
+
+        interpreter_cls, _ = _import_interpreter()
+        it = interpreter_cls(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
+        ops = it._get_ops_details()  # noqa: SLF001 - the interpreter's only op listing
+    except (ImportError, ValueError, RuntimeError):
+        return None
+    return sum(1 for op in ops if op["op_name"] == "DELEGATE")
 
 
 def _board_macs(macs: MacCount, target: Target, profile: DeviceProfile) -> tuple[dict, tuple[str, ...]]:
@@ -169,7 +201,7 @@ def _board_macs(macs: MacCount, target: Target, profile: DeviceProfile) -> tuple
 
 
 def estimate(path: str | Path, target: Target | None, profile: DeviceProfile, *, card=None,
-             macs: MacCount | None = None) -> Estimate:
+             macs: MacCount | None = None, fp32_partitions: int | None = None) -> Estimate:
     """The cost-model estimate of one variant file on ``profile``'s board.
 
     Args:
@@ -178,6 +210,8 @@ def estimate(path: str | Path, target: Target | None, profile: DeviceProfile, *,
         profile: the board.
         card: the variant's card (MACs from ``extra["macs"]`` when the file cannot be counted).
         macs: a count made already.
+        fp32_partitions: XNNPACK partitions of the model's fp32 TFLite file; a TFLite variant split
+            into more is excluded (:data:`XNNPACK_SPLIT`).
 
     Raises:
         ValueError: the MACs of the file cannot be counted and its card gives none.
@@ -196,9 +230,15 @@ def estimate(path: str | Path, target: Target | None, profile: DeviceProfile, *,
     compute_s = sum(2.0 * n / (peak_for(compute, prec) * 1e9 * used) for prec, n in by_prec.items())
     memory_s = path.stat().st_size / (compute.memory_gbps * 1e9) if compute.memory_gbps else None
     est_s = max(compute_s, memory_s or 0.0)
+    excluded = None
+    parts = xnnpack_partitions(path) if target.format is Format.TFLITE else None
+    if parts is not None and fp32_partitions is not None and parts > fp32_partitions:
+        facts += (XNNPACK_SPLIT.name,)
+        excluded = f"{parts} XNNPACK partitions (fp32: {fp32_partitions}): {XNNPACK_SPLIT.note}"
     return Estimate(path.name, target.key, int(macs.total), by_prec, compute_s * 1e3,
                     None if memory_s is None else memory_s * 1e3, est_s * 1e3,
-                    "memory" if memory_s is not None and memory_s > compute_s else "compute", facts, macs.source)
+                    "memory" if memory_s is not None and memory_s > compute_s else "compute", facts, macs.source,
+                    excluded, parts)
 
 
 class BoardTimingsError(ValueError):
@@ -271,6 +311,26 @@ def load_board_timings(path: str | Path, profile: DeviceProfile) -> BoardTimings
     return BoardTimings(p, made_for or guessed, want, {k: v for k, (_, v) in best.items()})
 
 
+def board_speedup(fp32: Path, variant: Path, profile: DeviceProfile, timings: BoardTimings | None = None) -> dict:
+    """How much faster ``variant`` runs than ``fp32`` on the board (the int8 speed target of
+    :mod:`export.targets` is judged on this, not on the build machine).
+
+    Returns:
+        ``{"fp32_ms", "ms", "speedup", "basis"}``: board timings when both files were measured
+        there, else the cost model's estimates; ``speedup`` is ``None`` when the cost model cannot
+        bound the variant (a runtime fact excludes it).
+    """
+    if timings is not None:
+        a, b = timings.latency(fp32), timings.latency(variant)
+        if a and b:
+            return {"fp32_ms": a, "ms": b, "speedup": a / b, "basis": BASIS_BOARD_TIMINGS, "board": profile.name}
+    ea = estimate(fp32, None, profile)
+    eb = estimate(variant, None, profile, fp32_partitions=ea.partitions)
+    ratio = None if eb.excluded is not None else ea.estimate_ms / eb.estimate_ms
+    return {"fp32_ms": round(ea.estimate_ms, 4), "ms": round(eb.estimate_ms, 4), "speedup": ratio,
+            "basis": BASIS_COST_MODEL, "board": profile.name}
+
+
 @dataclass(frozen=True)
 class Choice:
     """The variant chosen for a board and why."""
@@ -325,10 +385,14 @@ def choose(candidates: Sequence[tuple[Path, Target, int, bool, object]], profile
                           {candidates[i][0].name: {"board_ms": ms} for i, ms in measured.items()})
         note = (f"; {timings.path.name} has no timing for any passing variant "
                 f"({', '.join(candidates[i][0].name for i in ok)}), so the cost model decided")
-    ests = {i: estimate(candidates[i][0], candidates[i][1], profile, card=candidates[i][4]) for i in ok}
-    idx, fastest = _pick([(i, e.estimate_ms, candidates[i][2]) for i, e in ests.items()])
+    ref = next((c[0] for c in candidates if c[1].format is Format.TFLITE and c[1].precision is Precision.FP32), None)
+    ref_parts = xnnpack_partitions(ref) if ref is not None else None
+    ests = {i: estimate(candidates[i][0], candidates[i][1], profile, card=candidates[i][4], fp32_partitions=ref_parts)
+            for i in ok}
+    usable = [i for i in ok if ests[i].excluded is None] or ok
+    idx, fastest = _pick([(i, ests[i].estimate_ms, candidates[i][2]) for i in usable])
     e = ests[idx]
-    facts = {f.name: f.note for f in RUNTIME_FACTS}
+    facts = {f.name: f.note for f in (*RUNTIME_FACTS, XNNPACK_SPLIT)}
     used = "; ".join(f"{n}: {facts[n]}" for n in dict.fromkeys(x for est in ests.values() for x in est.facts))
     why = (f"lowest estimate on {profile.board} by its cost model: {e.file} at {e.estimate_ms:.3f} ms "
            f"({e.bound}-bound; {', '.join(f'{n / 1e6:.0f} M {p}' for p, n in e.by_precision.items())} MACs over "
@@ -336,6 +400,12 @@ def choose(candidates: Sequence[tuple[Path, Target, int, bool, object]], profile
     if idx != fastest:
         why = (f"smallest variant within {TIE:.0%} of the lowest estimate on {profile.board}: {e.file} at "
                f"{e.estimate_ms:.3f} ms vs {ests[fastest].estimate_ms:.3f} ms for {ests[fastest].file}")
+    left_out = [ests[i].file for i in ok if i not in usable]
+    if left_out:
+        why += f"; not chosen by the cost model (a runtime fact it cannot bound): {', '.join(left_out)}"
+    elif e.excluded is not None:
+        why += ("; every passing variant has a runtime fact the roofline cannot bound: the estimate ranks them "
+                "anyway, give --board-timings to decide on the board")
     if used:
         why += f". Runtime facts applied: {used}"
     return Choice(idx, BASIS_COST_MODEL, profile.name, why + note,

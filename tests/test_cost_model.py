@@ -21,8 +21,8 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
 
 from edge.profile import load_profile  # noqa: E402
-from export.cost_model import (BASIS_BOARD_TIMINGS, BASIS_COST_MODEL, TIE, BoardTimingsError, choose,  # noqa: E402
-                               estimate, load_board_timings, runtime_precision)
+from export.cost_model import (BASIS_BOARD_TIMINGS, BASIS_COST_MODEL, TIE, BoardTimingsError,  # noqa: E402
+                               board_speedup, choose, estimate, load_board_timings, runtime_precision)
 from export.variants import get_target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,14 @@ def test_cost_model_orders_variants_for_rpi4_and_rpi5(variants):
     # the Pi 5 is faster than the Pi 4 for every variant (its peaks are higher)
     assert all(est["rpi5"][k].estimate_ms < est["rpi4"][k].estimate_ms for k in KEYS)
 
+    # dynamic-range int8: XNNPACK leaves its hybrid layers to LiteRT's own kernels (more partitions than
+    # fp32): the roofline cannot bound it, so the cost model leaves it to board timings
+    from export.cost_model import xnnpack_partitions
+
+    ref = xnnpack_partitions(variants["tflite_fp32"])
+    dyn = estimate(variants["tflite_int8_dynamic"], None, rpi5, fp32_partitions=ref)
+    assert dyn.partitions > ref and "xnnpack-split" in dyn.facts and dyn.excluded
+    assert estimate(variants["tflite_int8"], None, rpi5, fp32_partitions=ref).excluded is None
     for b in (rpi4, rpi5):
         c = choose(_cands(variants), b)
         assert c.basis == BASIS_COST_MODEL and c.board == b.name
@@ -89,6 +97,50 @@ def test_cost_model_orders_variants_for_rpi4_and_rpi5(variants):
     assert KEYS[c4.index] == "tflite_fp16" and f"within {TIE:.0%}" in c4.reason
     assert "fp16-weights-dequantised" in c4.reason
     assert set(c4.estimates) == {variants[k].name for k in float_only}
+
+
+def test_int8_speed_target_is_judged_on_the_board(variants):
+    """The int8 variant's speed-up over fp32 is the board's (cost model), not the build machine's."""
+    s4 = board_speedup(variants["tflite_fp32"], variants["tflite_int8"], load_profile("rpi4"))
+    s5 = board_speedup(variants["tflite_fp32"], variants["tflite_int8"], load_profile("rpi5"))
+    assert s4["basis"] == s5["basis"] == BASIS_COST_MODEL and s5["board"] == "rpi5"
+    assert s5["speedup"] > s4["speedup"] > 1.5  # SDOT on the A76: the int8 path gains more there
+    from export.targets import check_target
+
+    (miss,) = check_target("classifier", "tflite_int8", {}, latency_ms=s4["ms"] * 2, fp32_latency_ms=s4["fp32_ms"],
+                           where="on rpi4 (cost-model)")
+    assert "faster than fp32 on rpi4 (cost-model)" in miss
+
+
+def test_int8_prelu_is_left_to_board_timings(tmp_path, samples):
+    """XNNPACK does not take the int8 form of a PReLU (full-integer SFace ran 3x slower than fp32 in
+    this project): the cost model does not choose such a variant; board timings may."""
+    import numpy as np
+    import torch
+
+    from edge.imageio import load_image
+    from export.tflite import calibrate_tflite, quantize_tflite, torch_to_tflite
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.PReLU(16),
+                              torch.nn.Conv2d(16, 8, 3, padding=1)).eval()
+    crops = []
+    for name in ("bus.jpg", "cat.bmp", "zidane.jpg", "parrot.jpg"):
+        img = load_image(samples / name)[:64, :64].astype(np.float32) / 255.0
+        crops.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None]))
+    fp32 = torch_to_tflite(net, [crops[0]], tmp_path / "p_fp32.tflite", input_names=["input"], output_names=["out"])
+    int8 = quantize_tflite(fp32, tmp_path / "p_int8.tflite", "tflite_int8",
+                           qsvs=calibrate_tflite(fp32, [{"input": c} for c in crops]))
+    rpi5 = load_profile("rpi5")
+    from export.cost_model import xnnpack_partitions
+
+    e = estimate(int8, get_target("tflite_int8"), rpi5, fp32_partitions=xnnpack_partitions(fp32))
+    assert e.excluded and "xnnpack-split" in e.facts and e.partitions > xnnpack_partitions(fp32)
+    assert e.estimate_ms < estimate(fp32, get_target("tflite_fp32"), rpi5).estimate_ms  # the roofline alone says int8
+    cands = [(p, get_target(k), p.stat().st_size, True, None) for p, k in ((fp32, "tflite_fp32"), (int8, "tflite_int8"))]
+    c = choose(cands, rpi5)
+    assert c.index == 0 and "not chosen by the cost model" in c.reason and "p_int8.tflite" in c.reason
+    assert board_speedup(fp32, int8, rpi5)["speedup"] is None
 
 
 def test_memory_bound_when_bandwidth_is_the_limit(variants, tmp_path):
