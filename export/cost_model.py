@@ -84,11 +84,13 @@ RUNTIME_FACTS: tuple[RuntimeFact, ...] = (
     RuntimeFact("gpu-fp16", (Format.ONNX, Precision.FP16, None), "gpu", Precision.FP16,
                 "an fp16 graph runs its convolutions in fp16 on the GPU (CUDA/TensorRT providers)"),
     RuntimeFact("xnnpack-fp16", (Format.TFLITE, Precision.FP16, Scheme.FLOAT), "fp16-cpu", Precision.FP16,
-                "LiteRT's XNNPACK delegate runs a model with fp16 weights in fp16 on cores with ARMv8.2 fp16 "
-                "arithmetic (e.g. Cortex-A76): about twice the fp32 throughput"),
+                "XNNPACK computes in fp16 on cores with ARMv8.2 fp16 arithmetic (Cortex-A76, A78, A55) when the "
+                "model's metadata allows it (reduced_precision_support): about twice the fp32 throughput (TensorFlow "
+                "blog, 'Half-precision inference doubles on-device inference performance', 2023)"),
     RuntimeFact("fp16-weights-dequantised", (Format.TFLITE, Precision.FP16, Scheme.FLOAT), "cpu", Precision.FP32,
-                "without fp16 arithmetic (Cortex-A72, A53, x86) XNNPACK dequantises fp16 weights at load and "
-                "computes in fp32: fp32 speed, half the file"),
+                "fp16 weights are upsampled to fp32 before the first inference and computed in fp32 on a CPU "
+                "(LiteRT float16 quantization guide) — always without fp16 arithmetic (Cortex-A72, A53, x86), and "
+                "on a Cortex-A76 too unless the file's metadata allows fp16: fp32 speed, half the file"),
     RuntimeFact("ort-cpu-fp16", (Format.ONNX, Precision.FP16, None), "cpu", Precision.FP32,
                 "onnxruntime's CPU provider has no fp16 convolution kernels here: an fp16 graph computes in fp32 "
                 "between inserted casts"),
@@ -107,10 +109,21 @@ XNNPACK_SPLIT = RuntimeFact(
     "2.3x (docs/tflite_route.md) — so the cost model does not choose it; board timings can", excludes=True)
 
 
-def _where(profile: DeviceProfile) -> set[str]:
-    """The places a variant may run on this board: ``cpu`` always; ``fp16-cpu``, ``gpu``, ``gpu-trt-fp16``."""
+#: The TFLite metadata name that allows XNNPACK to compute a float model in fp16.
+FP16_METADATA = b"reduced_precision_support"
+
+
+def fp16_allowed(path: str | Path) -> bool:
+    """Whether a ``.tflite`` file carries the metadata that lets XNNPACK compute it in fp16."""
+    p = Path(path)
+    return p.suffix.lower() == ".tflite" and FP16_METADATA in p.read_bytes()
+
+
+def _where(profile: DeviceProfile, fp16_metadata: bool = False) -> set[str]:
+    """The places a variant may run on this board: ``cpu`` always; ``fp16-cpu`` (a core with fp16
+    arithmetic and a model whose metadata allows fp16), ``gpu``, ``gpu-trt-fp16``."""
     out = {"cpu"}
-    if CORE_FEATURES.get(profile.cpu.model, {}).get("fp16") and profile.cpu.arch == "aarch64":
+    if fp16_metadata and CORE_FEATURES.get(profile.cpu.model, {}).get("fp16") and profile.cpu.arch == "aarch64":
         out.add("fp16-cpu")
     providers = profile.runtime.providers
     if providers and providers[0] in ("tensorrt", "cuda"):
@@ -120,13 +133,15 @@ def _where(profile: DeviceProfile) -> set[str]:
     return out
 
 
-def runtime_precision(profile: DeviceProfile, target: Target) -> tuple[Precision, RuntimeFact | None]:
+def runtime_precision(profile: DeviceProfile, target: Target, *,
+                      fp16_metadata: bool = False) -> tuple[Precision, RuntimeFact | None]:
     """The precision the board's runtime computes ``target``'s float MACs in, and the fact that says so.
 
     The board is described by ``profile.cpu.model`` / ``profile.cpu.arch`` (:data:`CORE_FEATURES`)
-    and its providers; without a matching fact a variant computes at its own precision.
+    and its providers; ``fp16_metadata``: the file allows fp16 (:func:`fp16_allowed`). Without a
+    matching fact a variant computes at its own precision.
     """
-    where = _where(profile)
+    where = _where(profile, fp16_metadata)
     for fact in RUNTIME_FACTS:
         fmt, prec, scheme = fact.applies
         if ((fmt is None or fmt is target.format) and (prec is None or prec is target.precision)
@@ -190,9 +205,10 @@ def xnnpack_partitions(path: str | Path) -> int | None:
     return sum(1 for op in ops if op["op_name"] == "DELEGATE")
 
 
-def _board_macs(macs: MacCount, target: Target, profile: DeviceProfile) -> tuple[dict, tuple[str, ...]]:
+def _board_macs(macs: MacCount, target: Target, profile: DeviceProfile,
+                fp16_metadata: bool) -> tuple[dict, tuple[str, ...]]:
     """MACs per precision as the board computes them (int8-labelled MACs stay int8)."""
-    float_prec, fact = runtime_precision(profile, target)
+    float_prec, fact = runtime_precision(profile, target, fp16_metadata=fp16_metadata)
     out: dict[str, int] = {}
     for prec, n in (macs.by_precision or {"fp32": macs.total}).items():
         board = "int8" if prec == "int8" else float_prec.value
@@ -222,7 +238,7 @@ def estimate(path: str | Path, target: Target | None, profile: DeviceProfile, *,
     if macs is None or macs.total <= 0:
         raise ValueError(f"{path.name}: cannot count its MACs (and its card has no extra.macs) for the cost model; "
                          "give --board-timings from `edge bench` on the board instead")
-    by_prec, facts = _board_macs(macs, target, profile)
+    by_prec, facts = _board_macs(macs, target, profile, fp16_allowed(path))
     compute = profile.compute
     gpu = "gpu" in _where(profile) and target.format is Format.ONNX
     cores = profile.cpu.cores
