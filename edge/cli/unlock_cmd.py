@@ -59,7 +59,8 @@ def _model_options() -> argparse.ArgumentParser:
     g.add_argument("--liveness-dir", metavar="DIR",
                    help=f"MiniFASNet ONNX + cards from `edge-export liveness` ({ENV_LIVENESS_DIR})")
     g.add_argument("--profile", metavar="NAME|TOML",
-                   help=f"device profile: target FAR, threads ({ENV_PROFILE}; default: the release's)")
+                   help=f"device profile: target FAR, k of n, lockout, liveness, quality, threads, camera mode "
+                        f"({ENV_PROFILE} or EDGE_PROFILE; default: the release's)")
     g.add_argument("--detector", help=f"face detector (default: {DEFAULT_DETECTOR})")
     g.add_argument("--embedder", help=f"face embedder (default: {DEFAULT_EMBEDDER})")
     g.add_argument("--threads", type=threads, help="inference threads per model (default: the profile's, else 1)")
@@ -185,7 +186,9 @@ def _pipeline_options(args):
     from edge.profile import load_profile
 
     env = os.environ
-    profile = args.profile or env.get(ENV_PROFILE) or None
+    from edge.profile_use import ENV_PROFILE as ENV_ANY_PROFILE
+
+    profile = args.profile or env.get(ENV_PROFILE) or env.get(ENV_ANY_PROFILE) or None
     if profile is not None:
         load_profile(profile)  # every sub-command refuses a missing or invalid profile, naming it
     release = release_from_args(args, required=False)
@@ -245,7 +248,9 @@ def _source(args) -> str:
     env = os.environ.get(ENV_SOURCE)
     if env:
         return env
-    profile = getattr(args, "profile", None) or os.environ.get(ENV_PROFILE)
+    from edge.profile_use import ENV_PROFILE as ENV_ANY_PROFILE
+
+    profile = getattr(args, "profile", None) or os.environ.get(ENV_PROFILE) or os.environ.get(ENV_ANY_PROFILE)
     if profile:
         from edge.profile import load_profile
         from edge.unlock.app import resolve_profile
