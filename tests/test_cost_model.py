@@ -218,3 +218,39 @@ def test_build_refuses_foreign_timings_before_any_work(board_report, tmp_path, c
                  str(priv), "--only", "classifier", "--board-timings", str(board_report), "-q"])
     assert code == 2
     assert "not on the Raspberry Pi 4" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.slow
+def test_build_chooses_by_timings_made_on_the_board(tmp_path, model_dir, data_dir):
+    """End to end: build for this machine's profile keeping the variants, `edge bench` them here (the
+    board), build again with --board-timings: the report says the board's timings chose."""
+    from export.cli import main
+    from export.keys import generate_keypair
+
+    priv, _ = generate_keypair(tmp_path / "keys")
+    common = ["build", "--profile", str(ROOT / "firmware_configs" / "x86_dev.toml"), "--key", str(priv),
+              "--only", "classifier", "--formats", "onnx_fp32,onnx_int8", "--no-fallback", "--max-calibration", "8",
+              "-q"]
+    work = tmp_path / "work"
+    assert main([*common, "--out", str(tmp_path / "out1"), "--work-dir", str(work)]) == 0
+    first = json.loads((tmp_path / "out1" / "x86_dev" / "report.json").read_text())["models"][0]
+    assert first["chosen"]["basis"] == BASIS_COST_MODEL
+    files = [p for p in work.rglob("*.onnx") if p.name in {v["file"] for v in first["variants"]}]
+    assert len(files) == len(first["variants"]) == 2
+    bench = _bench(files, "x86", tmp_path / "bench")
+    assert main([*common, "--out", str(tmp_path / "out2"), "--board-timings", str(bench)]) == 0
+    report = json.loads((tmp_path / "out2" / "x86_dev" / "report.json").read_text())
+    model, chosen = report["models"][0], report["models"][0]["chosen"]
+    assert report["build"]["board_timings"] == str(bench)
+    assert chosen["basis"] == BASIS_BOARD_TIMINGS and chosen["board"] == "x86_dev" and chosen["variant"] == chosen["key"]
+    p50 = {Path(r["file"]).name: r["latency_ms"]["p50"] for r in json.loads(bench.read_text())["results"]}
+    passing = [v for v in model["variants"] if v["passed"]]
+    assert chosen["estimates"] == {v["file"]: {"board_ms": p50[v["file"]]} for v in passing}
+    fastest = min(p50[v["file"]] for v in passing)
+    assert p50[chosen["file"]] <= fastest * (1 + TIE)
+    int8 = next(v for v in model["variants"] if v["key"] == "onnx_int8")
+    speed = int8["report"]["metrics"].get("board_speed")
+    if speed is not None:  # the int8 speed target was judged on the board's timings
+        assert speed["basis"] == BASIS_BOARD_TIMINGS and speed["fp32_ms"] == p50[next(
+            v["file"] for v in model["variants"] if v["key"] == "onnx_fp32")]
+    assert "by **board-timings**" in (tmp_path / "out2" / "x86_dev" / "report.md").read_text()
