@@ -102,7 +102,7 @@ def test_removed_key_is_refused(tmp_path):
 
 # -- engines: threads and providers ----------------------------------------------------------------
 
-def test_real_onnxruntime_session_gets_the_clamped_threads_and_providers(tmp_path, caplog):
+def test_real_onnxruntime_session_gets_the_clamped_threads_and_providers(tmp_path, caplog, monkeypatch):
     """A real onnxruntime session: threads clamped to min(board cores, CPUs here); the Jetson's
     TensorRT/CUDA are not available here, so CPU is used with one warning for two sessions."""
     ort = pytest.importorskip("onnxruntime")
@@ -121,7 +121,7 @@ def test_real_onnxruntime_session_gets_the_clamped_threads_and_providers(tmp_pat
         assert eng._sess.get_providers() == ["CPUExecutionProvider"]
     jetson = engine_options(load_profile("jetson-orin-nano"), available_cpus=os.cpu_count())
     assert jetson.providers == ("tensorrt", "cuda", "cpu")
-    eo._warned_fallback.clear()
+    monkeypatch.setattr(eo, "_warned_fallback", set())  # "one warning per process": this test's own process set
     caplog.set_level(logging.WARNING, logger="edge.engines.ort")
     for _ in range(2):
         with load_engine(model, **jetson.kwargs()) as eng:
