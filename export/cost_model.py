@@ -403,8 +403,16 @@ def choose(candidates: Sequence[tuple[Path, Target, int, bool, object]], profile
                 f"({', '.join(candidates[i][0].name for i in ok)}), so the cost model decided")
     ref = next((c[0] for c in candidates if c[1].format is Format.TFLITE and c[1].precision is Precision.FP32), None)
     ref_parts = xnnpack_partitions(ref) if ref is not None else None
-    ests = {i: estimate(candidates[i][0], candidates[i][1], profile, card=candidates[i][4], fp32_partitions=ref_parts)
-            for i in ok}
+    ests, uncounted = {}, []
+    for i in ok:
+        try:
+            ests[i] = estimate(candidates[i][0], candidates[i][1], profile, card=candidates[i][4],
+                               fp32_partitions=ref_parts)
+        except ValueError as e:  # MACs not countable: this variant cannot be estimated
+            uncounted.append(str(e))
+    if not ests:
+        raise ValueError("the cost model can estimate none of the passing variants (" + "; ".join(uncounted) + ")")
+    ok = list(ests)
     usable = [i for i in ok if ests[i].excluded is None] or ok
     idx, fastest = _pick([(i, ests[i].estimate_ms, candidates[i][2]) for i in usable])
     e = ests[idx]
@@ -422,6 +430,8 @@ def choose(candidates: Sequence[tuple[Path, Target, int, bool, object]], profile
     elif e.excluded is not None:
         why += ("; every passing variant has a runtime fact the roofline cannot bound: the estimate ranks them "
                 "anyway, give --board-timings to decide on the board")
+    if uncounted:
+        why += "; not estimated: " + "; ".join(uncounted)
     if used:
         why += f". Runtime facts applied: {used}"
     return Choice(idx, BASIS_COST_MODEL, profile.name, why + note,
