@@ -12,7 +12,8 @@ JSON path (``$.runtime.threads``), which :func:`load_profile` turns into one
 with the closest valid name for an unknown key.
 
 Public API: :func:`load_profile` (a board name such as ``rpi4`` or a path to a TOML file),
-:func:`profile_names`, :func:`profiles_dir`, :func:`runtime_threads`.
+:func:`profile_names`, :func:`profiles_dir`, :func:`runtime_threads`. What each consumer takes from
+a profile is built in one place, :mod:`edge.profile_use`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class CpuSpec(msgspec.Struct, **_S):
     model: str
     arch: Literal["aarch64", "x86_64"]
     cores: Annotated[int, msgspec.Meta(ge=1, le=256)]
-    max_mhz: Optional[Annotated[int, msgspec.Meta(ge=100, le=10000)]] = None
+    # (max_mhz was dropped: nothing read it; the clock is in the [compute] peaks and their comments)
 
 
 class RuntimeSpec(msgspec.Struct, **_S):
@@ -61,7 +62,7 @@ class RuntimeSpec(msgspec.Struct, **_S):
 
 
 class CameraSpec(msgspec.Struct, **_S):
-    source: str = "0"  # edge.sources.open_source spec
+    source: str = "0"  # edge.sources.open_source spec ("picamera", "0", "jetson-csi:0" …)
     width: Annotated[int, msgspec.Meta(ge=16, le=8192)] = 640
     height: Annotated[int, msgspec.Meta(ge=16, le=8192)] = 480
     fps: Annotated[int, msgspec.Meta(ge=1, le=240)] = 30
@@ -109,7 +110,7 @@ class UnlockSpec(msgspec.Struct, **_S):
     enroll_samples: _Pos = 5
     enroll_min: _Pos = 3
     max_failures: _Pos = 5
-    lockout_s: Annotated[float, msgspec.Meta(ge=0.0)] = 30.0
+    lockout_s: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0  # the first lock; each later failure doubles it
 
     def __post_init__(self) -> None:
         if self.n < self.k:

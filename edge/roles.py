@@ -116,10 +116,11 @@ def face_pipeline_from_release(release, *, threads: int | None = None, profile=N
     from edge.face.quality import QualityConfig
     from edge.vision.face_detectors import create_face_detector
 
+    from edge.profile_use import engine_options, unlock_policy
+
     prof = profile_for_release(release, profile)
-    if threads is None and prof is not None:
-        threads = prof.runtime.threads
-    target_far = prof.thresholds.target_far if prof is not None else DEFAULT_TARGET_FAR
+    eng = engine_options(prof, threads=threads).kwargs()  # threads clamped to the board; providers
+    target_far = unlock_policy(prof).target_far if prof is not None else DEFAULT_TARGET_FAR
     det_m = role_model(release, "face_detector")
     emb_m = role_model(release, "face_embedder")
     threshold_for(emb_m.card, target_far)  # a missing threshold fails before any model is loaded
@@ -127,7 +128,7 @@ def face_pipeline_from_release(release, *, threads: int | None = None, profile=N
     if liveness and not live_ms:
         raise LivenessError(f"release {release.source} carries no liveness model (roles: {', '.join(release.roles)}); "
                             "rebuild it with the liveness role, or pass --no-liveness (insecure)")
-    kw = {} if threads is None else {"threads": threads}
+    kw = {"engine_options": eng}
     kind = "yunet" if "yunet" in det_m.card.name else None
     det_opts = {k: float(det_m.card.thresholds[c]) for k, c in (("score_threshold", "score"),
                                                                 ("nms_threshold", "nms_iou"))
@@ -139,7 +140,7 @@ def face_pipeline_from_release(release, *, threads: int | None = None, profile=N
         parts.append(emb)
         live = None
         if liveness is not False and live_ms:
-            live_kw = {} if prof is None else {"threshold": prof.thresholds.liveness}
+            live_kw = {} if prof is None else {"threshold": unlock_policy(prof).liveness_threshold}
             live = PassiveLiveness.from_cards([(m.card, m.model_path) for m in live_ms], backend=backend, **kw,
                                               **live_kw)
     except BaseException:

@@ -4,6 +4,8 @@ For the profile's runtime (``[runtime] backend``: ``litert`` → TFLite variants
 → ONNX variants) each role's float source is turned into its variants, each variant is checked
 against the float model and gated on real data, and the fastest one that passes is put into a
 signed bundle with its card, labels and reports (:mod:`export.build_model`, :mod:`export.bundle`).
+The variant is chosen for the board (:mod:`export.cost_model`): by timings recorded on it
+(``board_timings``) or by its cost model, never by the build machine's latency.
 
 Checks that need no computation run first, so a doomed build fails in a second: the profile, the
 signing key, the roles, the formats and the licences (a non-commercial licence needs
@@ -59,8 +61,10 @@ RUNTIME_FORMAT = {"litert": "tflite", "tflite": "tflite", "onnxruntime": "onnx",
 #: int8 model plus two requantise ops, useful for accelerators that want uint8 tensors).
 DEFAULT_KEYS = {"tflite": ("tflite_fp32", "tflite_fp16", "tflite_int8_dynamic", "tflite_int8"),
                 "onnx": ("onnx_fp32", "onnx_fp16", "onnx_int8")}
-SPEED_NOTE = ("Speeds are measured on the build machine with the profile's runtime and thread count, as a proxy "
-              "for the board: they rank the variants; they are not the board's milliseconds.")
+SPEED_NOTE = ("The variant is chosen for the board (see each model's chosen.basis): by timings recorded on the board "
+              "(--board-timings) or by the board's cost model (roofline of its profile's peaks and known runtime "
+              "facts). 'ms here' is measured on the build machine with the profile's runtime and threads: it is "
+              "informational (a proxy only for the build machine), never used to choose.")
 
 
 class LicenceError(ValueError):
@@ -118,6 +122,7 @@ class BuildOptions:
     work_dir: str | Path | None = None
     progress: Callable[[str], None] = field(default=lambda msg: None, compare=False)
     user: object = None  # export.user_build.UserInputs: the user's models and data per role
+    board_timings: str | Path | None = None  # an `edge bench` JSON report made on the profile's board
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,7 @@ def _labels(card) -> Path | None:
 def _model_report(o: ModelOutcome) -> dict:
     variants = [v.to_dict() for v in o.variants]
     chosen = o.chosen.to_dict()
+    chosen.update(o.choice)  # variant, basis (cost-model | board-timings), board, why, estimates
     chosen["reason"] = o.reason
     rep = {"role": o.source.role, "source": o.source.name, "source_sha256": o.card.sha256,
            "licence": {"spdx": o.card.licence.spdx, "non_commercial": o.card.non_commercial,
@@ -262,6 +268,11 @@ def build(options: BuildOptions) -> BuildResult:
     keys = resolve_keys(options.formats, fmt)
     sources = role_sources(options.only, options.embedder)
     flagged = check_licences(sources, options.accept_licence)
+    timings = None
+    if options.board_timings is not None:
+        from export.cost_model import load_board_timings
+
+        timings = load_board_timings(options.board_timings, profile)  # refused before any work
     threads = default_threads(profile.runtime.threads)
     say = options.progress
 
@@ -270,7 +281,8 @@ def build(options: BuildOptions) -> BuildResult:
 
     ctx = BuildContext(keys=keys, runtime_format=fmt, runtime_backend="litert" if fmt == "tflite" else "onnxruntime",
                        threads=threads, limits=GateLimits.from_profile(profile),
-                       max_calibration=options.max_calibration, fallback=options.fallback, progress=progress)
+                       max_calibration=options.max_calibration, fallback=options.fallback, progress=progress,
+                       profile=profile, board_timings=timings)
     progress(f"profile {profile.name}: runtime {backend} ({fmt}), variants {', '.join(keys)}, "
              f"roles {', '.join(dict.fromkeys(s.role for s in sources))}")
     work_parent = Path(options.work_dir) if options.work_dir else None
@@ -298,7 +310,8 @@ def build(options: BuildOptions) -> BuildResult:
                               "threads": profile.runtime.threads, "path": str(options.profile)},
                   "build": {"finished": finished, "seconds": round(time.perf_counter() - t0, 1),
                             "host_cpus": os.cpu_count(), "threads": threads, "keys": list(keys),
-                            "only": list(options.only), "accept_licence": options.accept_licence},
+                            "only": list(options.only), "accept_licence": options.accept_licence,
+                            "board_timings": str(options.board_timings) if options.board_timings else None},
                   "speed_note": SPEED_NOTE, "non_commercial": flagged,
                   "models": [_model_report(o) for o in outcomes], "converters": converter_versions()}
         progress("signing and writing the bundle")

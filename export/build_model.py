@@ -10,9 +10,11 @@ For a source model of a role this module:
 3. gates every variant with the role's accuracy gate (:mod:`export.gates`); a full-integer
    TFLite variant that fails gets layers kept in float (:mod:`export.tflite_fallback`) until it
    passes or the limit is reached;
-4. times every variant here, on the profile runtime's backend (a proxy for the board: the
-   ranking of variants, not the milliseconds, is what carries over), and picks the fastest
-   variant of the profile's format that passed its gate.
+4. picks, among the variants of the profile's format that passed their gate, the one that runs
+   fastest *on the board* (:mod:`export.cost_model`): by timings recorded on the board
+   (``--board-timings``) or else by the board's cost model (roofline of its profile plus known
+   runtime facts). Every variant is also timed here, on the profile runtime's backend; those
+   milliseconds are reported, never used to choose (the build machine is not the board).
 
 Example:
     >>> mb = ModelBuild(source, work_dir, ctx)       # doctest: +SKIP
@@ -46,8 +48,6 @@ LATENCY_WARMUP = 3
 LATENCY_MIN_RUNS = 10
 LATENCY_MIN_SECONDS = 1.0
 LATENCY_MAX_RUNS = 200
-#: Variants whose latency is within this share of the fastest are a tie (timing noise here).
-LATENCY_TIE = 0.05
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,8 @@ class BuildContext:
     fallback: bool = True
     progress: Callable[[str], None] = lambda msg: None
     user_data: dict = field(default_factory=dict)  # role -> export.roles.RoleData from the user's data
+    profile: object = None  # edge.profile.DeviceProfile: the board the variant is chosen for
+    board_timings: object = None  # export.cost_model.BoardTimings measured on that board, or None
 
 
 @dataclass
@@ -136,6 +138,7 @@ class ModelOutcome:
     calibration_trials: list[dict] = field(default_factory=list)
     calibration_stat: str | None = None
     splits: dict = field(default_factory=dict)
+    choice: dict = field(default_factory=dict)  # export.cost_model.Choice.to_dict(): basis, board, estimates
 
 
 def _call(spec: str, *args):
@@ -362,7 +365,8 @@ class ModelBuild:
         from export.gate_factory import make_gate
         from export.roles import calibration_reader, role_data
 
-        from export.report_split import paired_speedup, report_variants, selection_limits
+        from export.cost_model import board_speedup
+        from export.report_split import report_variants, selection_limits
 
         float_onnx, float_card, prep = self.float_onnx()
         data = self.ctx.user_data.get(self.source.role) or role_data(self.source.role, model_name=self.source.name)
@@ -402,15 +406,18 @@ class ModelBuild:
                                 threads=self.ctx.threads)
         self.say("measuring the variants on the report split (nothing is chosen on it)")
         report_variants(self.source.role, variants, gate, report_gate, self.ctx.runtime_format, self.say,
-                        speed=lambda a, b: paired_speedup(a, b, self.ctx.runtime_backend, self.ctx.threads, feeds))
-        chosen, reason = self._choose(variants)
+                        speed=lambda a, b: board_speedup(a, b, self.ctx.profile, self.ctx.board_timings))
+        chosen, reason, choice = self._choose(variants)
         chosen.card = self._final_card(chosen)
         cal_hash = reader.hash
         return ModelOutcome(self.source, self.card, float_onnx, variants, chosen, reason, cal_hash, data.note,
                             len(reader), prep, fallback_log, self._calibration_trials, self._calibration_stat,
-                            splits=data.record())
+                            splits=data.record(), choice=choice)
 
-    def _choose(self, variants: list[VariantReport]) -> tuple[VariantReport, str]:
+    def _choose(self, variants: list[VariantReport]) -> tuple[VariantReport, str, dict]:
+        """The passing variant of the runtime's format that runs fastest on the board (export.cost_model)."""
+        from export.cost_model import BASIS_COST_MODEL, choose, estimate
+
         fmt = self.ctx.runtime_format
         mine = [v for v in variants if get_target(v.key).format.value == fmt]
         ok = [v for v in mine if v.passed]
@@ -419,20 +426,30 @@ class ModelBuild:
         if not ok:
             raise ExportStepError(self.source.name, "choose", f"no {fmt} variant passed its gate: " + "; ".join(
                 f"{v.path.name}: {', '.join(tuple(v.gate.failures) + v.refused)}" for v in mine))
-        fastest = min(ok, key=lambda v: v.latency_ms)
-        # Within timing noise of the fastest, the smaller file wins (fp16 runs at fp32 speed on a CPU).
-        ties = [v for v in ok if v.latency_ms <= fastest.latency_ms * (1 + LATENCY_TIE)]
-        best = min(ties, key=lambda v: (v.size, v.latency_ms))
-        rejected = [v for v in mine if not v.passed and v.latency_ms is not None and v.latency_ms < best.latency_ms]
-        reason = f"fastest {fmt} variant that passed its gate ({best.latency_ms:.2f} ms here)"
-        if best is not fastest:
-            reason = (f"smallest {fmt} variant within {LATENCY_TIE:.0%} of the fastest that passed its gate "
-                      f"({best.latency_ms:.2f} ms here vs {fastest.latency_ms:.2f} ms for {fastest.path.name})")
-        if rejected:
-            reason += "; faster but rejected by the gate: " + ", ".join(
-                f"{v.path.name} ({v.latency_ms:.2f} ms: {'; '.join(tuple(v.gate.failures) + v.refused)})"
-                for v in rejected)
-        return best, reason
+        prof = self.ctx.profile
+        try:
+            choice = choose([(v.path, get_target(v.key), v.size, v.passed, v.card) for v in mine], prof,
+                            self.ctx.board_timings)
+        except ValueError as e:
+            raise ExportStepError(self.source.name, "choose", str(e)) from e
+        best = mine[choice.index]
+        reason = choice.reason
+        if choice.basis == BASIS_COST_MODEL:
+            cost = {v.path.name: e["estimate_ms"] for v, e in ((v, choice.estimates.get(v.path.name)) for v in ok) if e}
+            rejected = []
+            for v in mine:
+                if v.passed:
+                    continue
+                try:
+                    est = estimate(v.path, get_target(v.key), prof, card=v.card).estimate_ms
+                except ValueError:
+                    continue
+                if est < cost[best.path.name]:
+                    rejected.append(f"{v.path.name} ({est:.3f} ms: {'; '.join(tuple(v.gate.failures) + v.refused)})")
+            if rejected:
+                reason += "; faster on the board but rejected by the gate: " + ", ".join(rejected)
+        self.say(f"chosen for {prof.name}: {best.path.name} ({choice.basis})")
+        return best, reason, choice.to_dict(best.key)
 
     def _final_card(self, v: VariantReport) -> ModelCard:
         card = v.card

@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
                    help="calibration inputs per model (default 64)")
     p.add_argument("--no-fallback", action="store_true", help="do not keep badly quantised layers in float")
     p.add_argument("--work-dir", type=Path, help="keep intermediate files here")
+    p.add_argument("--board-timings", type=Path, metavar="BENCH_JSON",
+                   help="choose variants by timings made on the board: an `edge bench --format json` report run "
+                        "there on the variant files (default: the board's cost model from its profile)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_build)
 
@@ -73,11 +76,13 @@ def cmd_build(args) -> int:
                         formats=tuple(pick(args.formats, "formats", ())), embedder=pick(args.embedder, "embedder", "sface"),
                         archive=args.archive, max_calibration=pick(args.max_calibration, "max_calibration", 64),
                         fallback=not args.no_fallback, work_dir=args.work_dir, progress=progress,
-                        user=user if user else None)
+                        user=user if user else None,
+                        board_timings=pick(args.board_timings, "board_timings", None))
     res = build(opts)
     print(f"wrote {res.bundle.path} ({res.bundle.files} files, {res.bundle.total_bytes / 1e6:.1f} MB) "
           f"in {res.seconds:.0f} s")
     for m in res.report["models"]:
         c = m["chosen"]
-        print(f"  {m['role']:<14} {c['file']:<44} {c['size'] / 1e6:6.2f} MB  {c['latency_ms']} ms here")
+        print(f"  {m['role']:<14} {c['file']:<44} {c['size'] / 1e6:6.2f} MB  chosen by {c.get('basis')} for "
+              f"{c.get('board')}  ({c['latency_ms']} ms here)")
     return 0

@@ -46,7 +46,8 @@ def _model_section(m: dict) -> list[str]:
     lines += [f"- licence: {lic.get('spdx')}{flag}{(' — ' + lic['note']) if lic.get('note') else ''}",
               f"- calibration: {m['calibration']['note']}; hash `{m['calibration']['hash'][:16]}…` "
               f"({m['calibration']['images']} inputs)",
-              f"- chosen: **{m['chosen']['file']}** — {m['chosen']['reason']}", ""]
+              f"- chosen for {m['chosen'].get('board', '?')} by **{m['chosen'].get('basis', '?')}**: "
+              f"**{m['chosen']['file']}** — {m['chosen']['reason']}", ""]
     trials = m["calibration"].get("tflite_trials") or []
     if trials:
         lines += ["- full-integer activation ranges tried (all-int8 model, gate score): " + ", ".join(
@@ -58,14 +59,18 @@ def _model_section(m: dict) -> list[str]:
             f"{k} {splits[k]['files']} files `{(splits[k]['sha256'] or '')[:12]}`"
             for k in ("calibration", "selection", "report") if k in splits), ""]
     names = KEY_METRICS.get(role, ())
-    head = ["variant", "size", "ms here", "cosine vs float", *names, "gate"]
+    head = ["variant", "size", "ms on the board (" + str(m["chosen"].get("basis", "?")) + ")", "ms here",
+            "cosine vs float", *names, "gate"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    board = m["chosen"].get("estimates") or {}
     for v in m["variants"]:
+        est = board.get(v["file"]) or {}
+        on_board = est.get("estimate_ms", est.get("board_ms"))
         g = v.get("gate") or {}
         metrics = g.get("metrics", {})
         verdict = "pass" if v["passed"] else "FAIL: " + "; ".join(g.get("failures", []))
         kept = f" ({len(v['kept_float'])} float)" if v["kept_float"] else ""
-        lines.append("| " + " | ".join([f"{v['file']}{kept}", _mb(v["size"]), _ms(v["latency_ms"]),
+        lines.append("| " + " | ".join([f"{v['file']}{kept}", _mb(v["size"]), _ms(on_board), _ms(v["latency_ms"]),
                                          _fmt(v["agreement"].get("cosine")),
                                          *[_fmt(metrics.get(n)) for n in names], verdict]) + " |")
     reported = [v for v in m["variants"] if v.get("report")]
@@ -113,11 +118,11 @@ def render_markdown(report: dict) -> str:
     if report.get("non_commercial"):
         lines += ["> **Licence warning:** this bundle contains model weights licensed for non-commercial use "
                   "only: " + ", ".join(report["non_commercial"]) + ".", ""]
-    lines += ["| role | model | variant | size | ms here | gate |", "|---|---|---|---|---|---|"]
+    lines += ["| role | model | variant | size | chosen by | ms here | gate |", "|---|---|---|---|---|---|---|"]
     for m in report["models"]:
         c = m["chosen"]
-        lines.append(f"| {m['role']} | {m['source']} | {c['key']} | {_mb(c['size'])} | {_ms(c['latency_ms'])} | "
-                     f"{'pass' if c['passed'] else 'FAIL'} |")
+        lines.append(f"| {m['role']} | {m['source']} | {c['key']} | {_mb(c['size'])} | {c.get('basis', '?')} | "
+                     f"{_ms(c['latency_ms'])} | {'pass' if c['passed'] else 'FAIL'} |")
     lines += ["", "## Models", ""]
     for m in report["models"]:
         lines += _model_section(m)

@@ -45,7 +45,7 @@ __all__ = ["UserInputs", "UserInputError", "parse_role_paths", "load_build_file"
 #: Roles that take user data today (face roles keep the built-in LFW/deepface data).
 USER_ROLES = ("classifier", "detector")
 _BUILD_KEYS = {"profile", "out", "key", "only", "formats", "imgsz", "max_calibration", "source", "data", "calibration",
-               "accept_licence", "embedder"}
+               "accept_licence", "embedder", "board_timings"}
 
 
 class UserInputError(ValueError):
@@ -104,7 +104,7 @@ def load_build_file(path: str | Path) -> dict:
         raise UserInputError(f"build file {p}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_BUILD_KEYS))})")
     base = p.resolve().parent
     out = dict(raw)
-    for k in ("profile", "out", "key"):
+    for k in ("profile", "out", "key", "board_timings"):
         if k in out:
             if not isinstance(out[k], str):
                 raise UserInputError(f"build file {p}: {k} must be a path string")

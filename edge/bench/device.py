@@ -261,13 +261,16 @@ def _cpu_temp(zones: list[dict]) -> float | None:
     return zones[0]["temp_c"] if zones else None
 
 
-def thermal_snapshot(probe: DeviceProbe | None = None, zones: tuple | list | None = None) -> dict:
+def thermal_snapshot(probe: DeviceProbe | None = None, zones: tuple | list | None = None, *,
+                     vcgencmd: bool | None = None, nvpmodel: bool | None = None) -> dict:
     """Temperatures, throttling and clocks now.
 
     Args:
         probe: where to read.
         zones: explicit ``.../temp`` files (a profile's ``thermal.zones``); default every
             ``/sys/class/thermal/thermal_zone*``.
+        vcgencmd, nvpmodel: ask these commands (a profile's ``thermal.vcgencmd`` /
+            ``thermal.nvpmodel``); ``None`` asks them when they are on the path.
 
     Returns:
         ``{"time", "cpu_temp_c", "zones": [...], "cpu_mhz", "throttled" (Pi), "nvpmodel" (Jetson)}``.
@@ -278,7 +281,7 @@ def thermal_snapshot(probe: DeviceProbe | None = None, zones: tuple | list | Non
         zs = _zones(probe, None)
     snap = {"time": time.time(), "cpu_temp_c": _cpu_temp(zs), "zones": zs,
             "cpu_mhz": _khz_to_mhz(probe.read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"))}
-    throttled = probe.run("vcgencmd", "get_throttled")
+    throttled = probe.run("vcgencmd", "get_throttled") if vcgencmd is not False else None
     if throttled:
         try:
             snap["throttled"] = decode_throttled(throttled)
@@ -288,7 +291,7 @@ def thermal_snapshot(probe: DeviceProbe | None = None, zones: tuple | list | Non
         m = re.search(r"=(\d+)", clock or "")
         if m:
             snap["cpu_mhz"] = int(m.group(1)) / 1e6
-    power = parse_nvpmodel(probe.run("nvpmodel", "-q"))
+    power = parse_nvpmodel(probe.run("nvpmodel", "-q")) if nvpmodel is not False else None
     if power is not None:
         snap["nvpmodel"] = power
     return snap

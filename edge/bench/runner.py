@@ -67,6 +67,8 @@ class BenchConfig:
     #: allocator state) more than within one; with 2+ the report keeps each process's p50 and
     #: ``edge bench compare`` counts their spread as noise (pyperf does the same).
     processes: int = 1
+    #: onnxruntime providers and their options from the profile (``EngineOptions.kwargs()`` minus threads).
+    engine_options: dict | None = None
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -85,7 +87,8 @@ class BenchConfig:
                 "duration_s": self.duration_s, "threads": list(self.threads),
                 "backends": list(self.backends) if self.backends else None, "num_inputs": self.num_inputs,
                 "inputs": self.inputs, "input_size": list(self.input_size) if self.input_size else None,
-                "pipeline": self.pipeline, "processes": self.processes}
+                "pipeline": self.pipeline, "processes": self.processes,
+                "engine_options": self.engine_options}
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,8 @@ class BenchRunner:
     on_event: Callable[[dict], None] | None = None
     probe: device.DeviceProbe = field(default_factory=device.DeviceProbe)
     thermal_zones: tuple | None = None
+    #: ``vcgencmd`` / ``nvpmodel`` switches for :func:`edge.bench.device.thermal_snapshot` (a profile's).
+    thermal_commands: dict = field(default_factory=dict)
     stopping: bool = field(default=False, init=False)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
@@ -287,7 +292,7 @@ class BenchRunner:
                 "threads": job.threads, "inputs_npz": str(job.inputs_npz), "warmup": c.warmup,
                 "iters": None if c.duration_s else c.iters, "duration_s": c.duration_s,
                 "input_size": list(c.input_size) if c.input_size else None, "pipeline": c.pipeline,
-                "model": job.variant.pipeline_model}
+                "model": job.variant.pipeline_model, "engine_options": c.engine_options}
 
     def _run_job(self, job: _Job, spec_path: Path) -> dict:
         """Run the job in ``config.processes`` fresh workers; samples are pooled, per-process p50s kept."""
@@ -324,7 +329,7 @@ class BenchRunner:
 
     def _run_worker(self, job: _Job, spec_path: Path) -> dict:
         spec_path.write_text(json.dumps(self._spec(job)), encoding="utf-8")
-        before = device.thermal_snapshot(self.probe, self.thermal_zones)
+        before = device.thermal_snapshot(self.probe, self.thermal_zones, **self.thermal_commands)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
         final: dict | None = None
@@ -353,7 +358,7 @@ class BenchRunner:
                 self._proc = None
             err.seek(0)
             tail = err.read()[-_STDERR_TAIL:]
-        after = device.thermal_snapshot(self.probe, self.thermal_zones)
+        after = device.thermal_snapshot(self.probe, self.thermal_zones, **self.thermal_commands)
         return self._result(job, final, code, tail, before, after)
 
     def _result(self, job: _Job, ev: dict | None, code: int | None, stderr_tail: str, before: dict,

@@ -133,7 +133,7 @@ def _timed_loop(fn, n_items: int, warmup: int, iters: int | None, duration_s: fl
 
 
 def measure_model(spec: dict, stop: _Stop) -> dict:
-    from edge.engines import load_engine
+    from edge.engines import engine_kwargs, load_engine
 
     import_ms, runtime, version = _import_runtime(spec["backend"])
     data = np.load(spec["inputs_npz"])
@@ -141,7 +141,8 @@ def measure_model(spec: dict, stop: _Stop) -> dict:
     n = len(images)
     baseline = rss_mib()
     t0 = time.perf_counter()
-    engine = load_engine(spec["path"], backend=spec["backend"], threads=spec.get("threads"))
+    engine = load_engine(spec["path"], backend=spec["backend"],
+                         **engine_kwargs(spec.get("threads"), spec.get("engine_options")))
     load_ms = (time.perf_counter() - t0) * _MS
     loaded = rss_mib()
     size = tuple(spec.get("input_size") or (640, 480))
@@ -183,7 +184,8 @@ def _make_pipeline(spec: dict):
         except ImportError as e:
             raise ImportError(f"--pipeline detect needs edge.detect.detector.create_detector, which this "
                               f"installation lacks ({e})") from e
-        det = create_detector(model or "yolox_nano_416", backend=spec.get("backend"), threads=threads)
+        det = create_detector(model or "yolox_nano_416", backend=spec.get("backend"), threads=threads,
+                              engine_options=spec.get("engine_options"))
         return det, det.detect, lambda out: _stage_dict(getattr(det, "timings", None))
     if kind == "unlock":
         try:

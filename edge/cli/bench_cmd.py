@@ -14,7 +14,7 @@ a second Ctrl-C abandons the current measurement too.
 from __future__ import annotations
 
 import argparse
-
+import os
 import signal
 import sys
 import time
@@ -64,7 +64,9 @@ def add_parser(sub) -> None:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--iters", type=integer(1, 10_000_000), default=100, metavar="N", help="timed runs per variant (default 100)")
     how.add_argument("--duration", type=number(0, low_open=True), default=None, metavar="S", help="time each variant for S seconds")
-    p.add_argument("--profile", metavar="TOML", help="device profile (default: guessed from the board)")
+    p.add_argument("--profile", metavar="NAME|TOML",
+                   help="device profile: threads, providers, peaks, thermal limit (default: $EDGE_PROFILE, else "
+                        "guessed from the board)")
     p.add_argument("--calibrate", action="store_true",
                    help="measure this machine's fp32 peak with a numpy matmul instead of the profile's datasheet value")
     p.add_argument("--pipeline", choices=("unlock", "detect"), help="measure a whole pipeline per frame, by stage")
@@ -160,9 +162,12 @@ def _profile(args, fp: dict):
     from edge.bench.roofline import calibrate_peak_gflops, calibrated_compute
     from edge.profile import ComputeSpec, load_profile, profiles_dir
 
+    from edge.profile_use import ENV_PROFILE
+
     prof, source = None, None
-    if args.profile:
-        prof, source = load_profile(args.profile), "given"
+    chosen = args.profile or os.environ.get(ENV_PROFILE)
+    if chosen:
+        prof, source = load_profile(chosen), "given"
     else:
         name = guess_profile_name(fp)
         path = profiles_dir() / f"{name}.toml" if name else None
@@ -203,14 +208,21 @@ def cmd_bench(args) -> int:
         raise ValueError("--pipeline takes --model names, not --bundle")
     if args.trust and not args.bundle:
         raise ValueError("--trust verifies a release: give --bundle DIR_OR_TAR too")
-    probe = device.DeviceProbe()
+    from edge.profile_use import engine_options, thermal_check
+
+    probe = thermal_check(None).probe()  # under $EDGE_SYSFS_ROOT when set (tests fake /sys with it)
     fp = device.fingerprint(probe)
     prof, compute, prof_info = _profile(args, fp)
-    threads = args.threads or ((prof.runtime.threads,) if prof else (None,))
+    check = thermal_check(prof)
+    eng = engine_options(prof)  # threads clamped to the board's cores and this machine's CPUs; providers
+    if eng.note:
+        print(f"edge bench: {eng.note}", file=sys.stderr)
+    threads = args.threads or (eng.threads,)
     config = BenchConfig(warmup=args.warmup, iters=None if args.duration else args.iters, duration_s=args.duration,
                          threads=tuple(threads), backends=tuple(args.backend) if args.backend else None,
                          num_inputs=args.num_inputs, inputs=args.inputs, input_size=args.input_size,
-                         pipeline=args.pipeline, processes=args.processes)
+                         pipeline=args.pipeline, processes=args.processes,
+                         engine_options={k: v for k, v in eng.kwargs().items() if k != "threads"} or None)
     if args.pipeline:
         variants = pipeline_variants(args.pipeline, args.model)
     elif args.bundle:
@@ -224,16 +236,17 @@ def cmd_bench(args) -> int:
     frames = load_frames(args.inputs, args.num_inputs)
     out = Path(args.out or time.strftime("bench-%Y%m%d-%H%M%S"))
     progress = Progress()
-    zones = prof.thermal.zones if prof else None
+    zones = check.zones
+    commands = {"vcgencmd": check.vcgencmd, "nvpmodel": check.nvpmodel}
     runner = BenchRunner(config, compute=compute, cores=(prof.cpu.cores if prof else fp.get("cores") or 1),
-                         on_event=progress, probe=probe, thermal_zones=zones)
-    before = device.thermal_snapshot(probe, zones)
+                         on_event=progress, probe=probe, thermal_zones=zones, thermal_commands=commands)
+    before = device.thermal_snapshot(probe, zones, **commands)
     created = report._now()
     command = ["edge", "bench", *sys.argv[2:]] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None
 
     def assemble(results, done: bool) -> dict:
         return report.build_report(config.to_dict(), fp, results, profile=prof_info, thermal_before=before,
-                                   thermal_after=device.thermal_snapshot(probe, zones) if done else None,
+                                   thermal_after=device.thermal_snapshot(probe, zones, **commands) if done else None,
                                    interrupted=runner.stopping or not done, planned=planned[0], command=command,
                                    created=created)
 
@@ -259,12 +272,29 @@ def cmd_bench(args) -> int:
     finally:
         signal.signal(signal.SIGINT, old)
     final = assemble(results, True)
+    final["thermal_check"] = _thermal_verdict(check, final, prof)
     written = report.write_outputs(final, out, formats)
     sys.stdout.write(report.to_markdown(final))
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     if runner.stopping:
         return EXIT_INTERRUPTED
     return EXIT_FAIL if any(r.get("status") == "error" for r in results) else EXIT_OK
+
+
+def _thermal_verdict(check, report: dict, prof) -> dict | None:
+    """Whether the run crossed the profile's throttle limit; warns on stderr when it did."""
+    snaps = [report["device"].get("thermal_before"), report["device"].get("thermal_after")]
+    for r in report.get("results") or []:
+        snaps += [r.get("thermal_before"), r.get("thermal_after")]
+    verdict = check.verdict(snaps)
+    if verdict and verdict["crossed"]:
+        hot = verdict["max_temp_c"]
+        flags = f"; firmware reports {', '.join(verdict['firmware_flags'])}" if verdict["firmware_flags"] else ""
+        print(f"edge bench: WARNING: this run crossed the thermal throttle limit of profile {prof.name} "
+              f"({verdict['throttle_c']:g} °C; hottest reading {'-' if hot is None else f'{hot:.1f}'} °C{flags}): "
+              "the board may have slowed down during it, so these latencies may be pessimistic; cool it "
+              "(fan, heatsink) and run again", file=sys.stderr)
+    return verdict
 
 
 def cmd_compare(args) -> int:

@@ -34,18 +34,19 @@ DETECTOR_ROLE = "detector"
 #: Scores at or above this can continue a track (ByteTrack's second association); the detector
 #: is run with this threshold, new tracks still need the user's ``--score``.
 TRACK_LOW_SCORE = 0.1
-#: Fallback reporting threshold when neither ``--score`` nor the card gives one.
-DEFAULT_SCORE = 0.25
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("detect", help="run an object detector on a live source and report events",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", required=True, help="camera index, /dev/videoN, rtsp://, video file, image folder, "
-                                                   "picamera, synthetic[:WxH], gst:PIPELINE")
+    p.add_argument("--source", help="camera index, /dev/videoN, rtsp://, video file, image folder, picamera, "
+                                    "jetson-csi[:N], synthetic[:WxH], gst:PIPELINE (default: the profile's camera.source)")
     from edge.release import add_release_args
 
     add_release_args(p)
+    p.add_argument("--profile", metavar="NAME|TOML",
+                   help="device profile: threads, providers, camera mode, score and NMS IoU ($EDGE_PROFILE; "
+                        "default: the release's); options given here win")
     p.add_argument("--model", help="with a release: which of its detectors (by name) when it has several; without "
                                    f"one: registry name, model file or card JSON (default {DEFAULT_MODEL})")
     p.add_argument("--explain", action="store_true", help="print which model runs and where it comes from")
@@ -54,8 +55,9 @@ def add_parser(sub) -> None:
                         f"(repeatable; default {DEFAULT_SINK})")
     p.add_argument("--zones", type=Path, help="zones/lines file (.toml or .json); default: whole frame")
     p.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
-    p.add_argument("--score", type=fraction(), help="score a detection needs to start a track (default: the card's)")
-    p.add_argument("--nms-iou", type=fraction(), help="NMS IoU threshold (default: the card's)")
+    p.add_argument("--score", type=fraction(),
+                   help="score a detection needs to start a track (default: the profile's, else the card's)")
+    p.add_argument("--nms-iou", type=fraction(), help="NMS IoU threshold (default: the profile's, else the card's)")
     p.add_argument("--max-detections", type=integer(1, 100_000), default=100, help="per frame (default 100)")
     p.add_argument("--max-frames", type=integer(1), help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="start an image folder again at its end")
@@ -63,7 +65,7 @@ def add_parser(sub) -> None:
                    help="latest: drop frames rather than lag (live sources); all: process every frame "
                         "(files); auto: by source kind (default)")
     p.add_argument("--health-port", type=port, help="serve /health and /metrics on 127.0.0.1:PORT (0: any port)")
-    p.add_argument("--threads", type=threads, help="inference threads")
+    p.add_argument("--threads", type=threads, help="inference threads (default: the profile's, clamped to the cores)")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
     p.add_argument("--device", help="device name in events and MQTT topics (default: host name)")
     p.add_argument("--buffer-dir", type=Path, help="disk buffers of network sinks (default: cache dir)")
@@ -80,8 +82,8 @@ def default_device() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-") or "edge"
 
 
-def _resolve_model(args) -> tuple[str, str]:
-    """(model reference for create_detector, where it comes from).
+def _resolve_model(args) -> tuple[str, str, object]:
+    """(model reference for create_detector, where it comes from, the release or None).
 
     The release (``--bundle``, ``$EDGE_BUNDLE`` or the installed one) is verified before its
     detector is used; without any release, ``--model`` or the registry default is used.
@@ -94,30 +96,30 @@ def _resolve_model(args) -> tuple[str, str]:
         if args.trust is not None:
             raise ValueError("--trust verifies a release: give --bundle DIR_OR_TAR too")
         model = args.model or DEFAULT_MODEL
-        return model, f"{model} (registry/explicit: no release given or installed)"
+        return model, f"{model} (registry/explicit: no release given or installed)", None
     m = detector_from_release(release, args.model)
-    return str(m.card_path), f"{m.card.name} ({m.model_path.name}, sha256 {m.card.sha256[:12]}…) from {release.describe()}"
+    return (str(m.card_path), f"{m.card.name} ({m.model_path.name}, sha256 {m.card.sha256[:12]}…) from "
+            f"{release.describe()}", release)
 
 
-def _card_score(model: str) -> float:
+def detector_settings(model: str, profile, *, score: float | None, nms_iou: float | None):
+    """The detector's thresholds: explicit options, else the profile's, else the model card's."""
     from edge import registry
+    from edge.profile_use import detector_defaults
 
-    card = registry.resolve(model).card
-    return float(card.thresholds.get("score", DEFAULT_SCORE)) if card is not None else DEFAULT_SCORE
+    return detector_defaults(profile, score=score, nms_iou=nms_iou, card=registry.resolve(model).card)
 
 
-def _open_source(args):
-    from edge.sources import open_source
-
+def _open_source(args, camera):
     opts = {"reconnect": True}  # a camera or stream that drops is reopened with back-off, state kept
     if args.max_frames is not None:
         opts["max_frames"] = args.max_frames
     if args.loop:
         opts["loop"] = True
     try:
-        return open_source(args.source, **opts)
+        return camera.open(**opts)
     except TypeError:
-        raise ValueError(f"--loop only works with an image folder, not {args.source!r}") from None
+        raise ValueError(f"--loop only works with an image folder, not {camera.source!r}") from None
 
 
 def _install_signal_handlers(service) -> dict:
@@ -141,10 +143,21 @@ def cmd_detect(args) -> int:
     from edge.detect.tracker import ByteTracker, TrackerConfig
     from edge.detect.zones import ZoneConfig, ZoneMonitor, load_zones
 
-    model, origin = _resolve_model(args)
+    from edge.profile_use import camera_settings, engine_options, profile_in_force
+
+    model, origin, release = _resolve_model(args)
+    prof = profile_in_force(args.profile, release)
+    camera = camera_settings(prof, source=args.source)
+    if args.source is None and prof is None:
+        raise ValueError("--source is required without a profile (--profile NAME_OR_FILE gives its camera.source)")
+    eng = engine_options(prof, threads=args.threads)
+    thresholds = detector_settings(model, prof, score=args.score, nms_iou=args.nms_iou)
     log.info("detector: %s", origin)
     if args.explain:
         print(f"edge detect: detector {origin}", file=sys.stderr)
+        print(f"edge detect: profile {prof.name if prof else 'none'}: source {camera.source}, threads "
+              f"{eng.threads or 'runtime default'}, providers {','.join(eng.providers) or 'cpu'}, score "
+              f"{thresholds.score:g} and NMS IoU {thresholds.nms_iou:g} ({thresholds.origin})", file=sys.stderr)
     for name, value, low in (("--max-frames", args.max_frames, 0), ("--buffer-limit", args.buffer_limit, 1),
                              ("--max-detections", args.max_detections, 1), ("--max-age", args.max_age, 0)):
         if value is not None and value < low:
@@ -156,11 +169,11 @@ def cmd_detect(args) -> int:
     device = args.device or default_device()
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
 
-    high = args.score if args.score is not None else _card_score(model)
+    high = thresholds.score
     low = min(TRACK_LOW_SCORE, high)
     tracker = ByteTracker(TrackerConfig(high_score=high, low_score=low, new_track_score=high, max_age=args.max_age))
-    detector = create_detector(model, backend=args.backend, threads=args.threads, score_threshold=low,
-                               nms_iou=args.nms_iou, classes=classes, max_detections=args.max_detections)
+    detector = create_detector(model, backend=args.backend, engine_options=eng.kwargs(), score_threshold=low,
+                               nms_iou=thresholds.nms_iou, classes=classes, max_detections=args.max_detections)
     sinks = []
     try:
         buffer_dir = args.buffer_dir or paths.cache_dir() / "detect-buffer"
@@ -169,7 +182,7 @@ def cmd_detect(args) -> int:
         zones = ZoneMonitor(zone_config, detector.labels)
         options = ServiceOptions(frame_policy=args.frame_policy, health_port=args.health_port,
                                  drain_timeout=args.drain_timeout, event_image=args.event_image, device=device)
-        with _open_source(args) as source:
+        with _open_source(args, camera) as source:
             service = DetectionService(source, detector, sinks=sinks, tracker=tracker, zones=zones, options=options)
             sinks = []  # the service closes them from here on
             previous = _install_signal_handlers(service)

@@ -58,9 +58,20 @@ def release_info(release) -> dict:
 def _profile_info(prof) -> dict | None:
     if prof is None:
         return None
+    from edge.profile_use import camera_settings, detector_defaults, engine_options, thermal_check, unlock_policy
+
     rt = prof.runtime
+    eng, cam, det, pol = engine_options(prof), camera_settings(prof), detector_defaults(prof), unlock_policy(prof)
     return {"name": prof.name, "board": prof.board, "backend": rt.backend, "threads": rt.threads,
-            "providers": list(getattr(rt, "providers", []) or [])}
+            "providers": list(getattr(rt, "providers", []) or []),
+            "in_force": {"threads": eng.threads, "provider_options": {k: dict(v) for k, v in eng.provider_options.items()},
+                         "camera": {"source": cam.source, "width": cam.width, "height": cam.height, "fps": cam.fps,
+                                    "fourcc": cam.fourcc, "ir": cam.ir},
+                         "detection": {"score": det.score, "nms_iou": det.nms_iou},
+                         "unlock": {"k": pol.k, "n": pol.n, "max_failures": pol.max_failures,
+                                    "lockout_s": pol.lockout_s, "liveness": pol.liveness_mode,
+                                    "target_far": pol.target_far},
+                         "thermal": {"throttle_c": thermal_check(prof).throttle_c}}}
 
 
 def runtime_info(prof=None) -> dict:
@@ -166,8 +177,16 @@ def _render(doc: dict) -> str:
                                  + ", ".join(f"{k}: {v}" for k, v in far.items()))
     p = doc["profile"]
     lines.append("profile: none known here (built-in defaults)" if p is None else
-                 f"profile: {p['name']} ({p['board']}): {p['backend']}, {p['threads']} threads, "
-                 f"providers {', '.join(p['providers']) or '-'}")
+                 f"profile: {p['name']} ({p['board']}): {p['backend']}, {p['threads']} threads "
+                 f"({p['in_force']['threads']} in use here), providers {', '.join(p['providers']) or '-'}")
+    if p is not None:
+        f = p["in_force"]
+        c, d, u = f["camera"], f["detection"], f["unlock"]
+        lines.append(f"  camera {c['source']} {c['width']}x{c['height']}@{c['fps']:g}"
+                     f"{' ' + c['fourcc'] if c['fourcc'] else ''}{' IR' if c['ir'] else ''}; detection score "
+                     f"{d['score']:g}, NMS IoU {d['nms_iou']:g}; unlock {u['k']} of {u['n']}, lockout after "
+                     f"{u['max_failures']} for {u['lockout_s']:g} s, liveness {u['liveness']}, FAR {u['target_far']:g}; "
+                     f"thermal limit {f['thermal']['throttle_c']:g} °C")
     rt = doc["runtime"]
     ort = rt.get("onnxruntime")
     lines.append(f"runtime: python {rt['python']}, opencv {rt['opencv']}, "

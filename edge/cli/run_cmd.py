@@ -29,14 +29,18 @@ def add_parser(sub) -> None:
     p.add_argument("--explain", action="store_true", help="print which model file runs and where it comes from")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--backend", help="onnxruntime, litert or opencv (default: by file suffix)")
-    p.add_argument("--threads", type=threads, default=None, help="inference threads")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="inference threads (default: the profile's, clamped to the cores)")
+    p.add_argument("--profile", metavar="NAME|TOML",
+                   help="device profile: threads and onnxruntime providers ($EDGE_PROFILE; default: the release's)")
     p.add_argument("-k", "--top", type=integer(1, 1000), default=5, help="classes to print for a classifier")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_run)
 
 
 def _resolve(args):
-    """(ModelRef, where it comes from): an explicit path as is; else the release's model; else the registry."""
+    """(ModelRef, where it comes from, release or None): an explicit path as is; else the release's
+    model; else the registry."""
     from pathlib import Path
 
     from edge.release import release_from_args
@@ -47,11 +51,12 @@ def _resolve(args):
         if args.bundle is not None:
             raise ValueError(f"{args.model} is a file: with --bundle, name a role or a model of the release instead")
         ref = registry.resolve(explicit)
-        return ref, f"{ref.path} (explicit file)"
+        return ref, f"{ref.path} (explicit file)", None
     release = release_from_args(args, required=False)
     if release is None:
         ref = registry.resolve(args.model)
-        return ref, f"{ref.card.name if ref.card else ref.path.name} ({ref.path}, registry: no release given or installed)"
+        return (ref, f"{ref.card.name if ref.card else ref.path.name} ({ref.path}, registry: no release given or "
+                f"installed)", None)
     if args.model in release.bundle.roles:
         m = role_model(release, args.model)
     else:
@@ -63,7 +68,7 @@ def _resolve(args):
                                  f"{args.model!r}; give a role or one of: {names}")
         m = found[0][1]
     ref = registry.resolve(m.card_path)
-    return ref, f"{m.card.name} ({m.model_path.name}, sha256 {m.card.sha256[:12]}…) from {release.describe()}"
+    return ref, f"{m.card.name} ({m.model_path.name}, sha256 {m.card.sha256[:12]}…) from {release.describe()}", release
 
 
 def _summary(name: str, a: np.ndarray) -> dict:
@@ -85,13 +90,19 @@ def cmd_run(args) -> int:
     from edge.imageio import load_image
     from edge.preprocess import prepare
 
-    ref, origin = _resolve(args)
+    from edge.profile_use import engine_options, profile_in_force
+
+    ref, origin, release = _resolve(args)
+    prof = profile_in_force(args.profile, release)
+    eng = engine_options(prof, threads=args.threads)
     card = ref.card
     if args.explain:
         print(f"# model {origin}", file=sys.stderr)
+        print(f"# profile {prof.name if prof else 'none'}: threads {eng.threads or 'runtime default'}, providers "
+              f"{','.join(eng.providers) or 'cpu'}", file=sys.stderr)
     if card is not None and card.format == "pytorch-state-dict":
         raise ModelCardError(f"{card.name} is a float PyTorch source; export it first (edge-export) and run the exported file")
-    engine = load_engine(ref.path, backend=args.backend, threads=args.threads,
+    engine = load_engine(ref.path, backend=args.backend, **eng.kwargs(),
                          **({"input_shapes": {s.name: s.shape for s in card.inputs}}
                             if args.backend in ("opencv", "cv2") and card is not None else {}))
     with engine:

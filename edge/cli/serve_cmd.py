@@ -28,11 +28,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="web page + HTTP API (+ Home Assistant over MQTT) for the device",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--source", help="camera index, /dev/videoN, rtsp://, video file, image folder, picamera, "
-                                    "synthetic[:WxH] (required unless --init-token)")
+                                    "jetson-csi[:N], synthetic[:WxH] (default: the profile's camera.source)")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve on (default {DEFAULT_LISTEN}: this machine only)")
     add_release_args(p)
-    p.add_argument("--profile", metavar="NAME|TOML", help="device profile (target FAR, threads)")
+    p.add_argument("--profile", metavar="NAME|TOML",
+                   help="device profile: threads, providers, camera mode, score, face-unlock policy ($EDGE_PROFILE; "
+                        "default: the release's); options given here win")
     a = p.add_argument_group("authentication (no default password)")
     a.add_argument("--init-token", action="store_true",
                    help="make a new token, print it once, store only its hash in --token-hash-file, and exit")
@@ -45,8 +47,10 @@ def add_parser(sub) -> None:
                                    "release: its detector)")
     d.add_argument("--zones", type=Path, help="zones/lines file (.toml or .json); default: whole frame")
     d.add_argument("--classes", help="comma-separated class names or ids to keep")
-    d.add_argument("--score", type=fraction(), help="score a detection needs to start a track (default: the card's)")
-    d.add_argument("--threads", type=threads, help="inference threads")
+    d.add_argument("--score", type=fraction(),
+                   help="score a detection needs to start a track (default: the profile's, else the card's)")
+    d.add_argument("--nms-iou", type=fraction(), help="NMS IoU threshold (default: the profile's, else the card's)")
+    d.add_argument("--threads", type=threads, help="inference threads (default: the profile's, clamped to the cores)")
     d.add_argument("--fps", type=number(0, 1000, low_open=True), help="read the source at most this fast (replay files like a camera)")
     d.add_argument("--loop", action="store_true", help="start an image folder again at its end")
     d.add_argument("--device", help="device name in events and MQTT topics (default: host name)")
@@ -104,7 +108,7 @@ def _detector_model(args, release) -> str:
     return str(detector_from_release(release, args.model).card_path)
 
 
-def _face_service(args, release, on_recognized):
+def _face_service(args, release, on_recognized, profile):
     from edge.unlock.app import PipelineOptions, UnlockApp
     from edge.unlock.config import UnlockConfig
     from edge.web.faces import FaceService
@@ -112,11 +116,12 @@ def _face_service(args, release, on_recognized):
     config = UnlockConfig.resolve({"store_dir": args.store, "key_file": args.key, "audit_file": args.audit,
                                    "state_dir": args.state})
     live = not args.no_liveness
+    prof = profile.path if profile is not None else None  # the profile in force, also for the lockout policy
     if release is not None:
-        options = PipelineOptions(release=release, profile=args.profile, threads=args.threads, liveness=live)
+        options = PipelineOptions(release=release, profile=prof, threads=args.threads, liveness=live)
     else:
         options = PipelineOptions(detector=args.face_detector, embedder=args.embedder,
-                                  liveness_dir=args.liveness_dir, profile=args.profile,
+                                  liveness_dir=args.liveness_dir, profile=prof,
                                   threads=args.threads or 1, liveness=live)
     if not live:
         print("edge serve: WARNING: liveness is DISABLED (--no-liveness): a photo can be enrolled and recognised",
@@ -125,8 +130,6 @@ def _face_service(args, release, on_recognized):
 
 
 def _check_options(args) -> None:
-    if not args.source:
-        raise ValueError("--source is required (camera, video, folder or synthetic)")
     for name, value in (("--stream-fps", args.stream_fps), ("--stream-width", args.stream_width),
                         ("--max-upload-mb", args.max_upload_mb)):
         if value <= 0:
@@ -173,25 +176,32 @@ def cmd_serve(args) -> int:
         from edge.web.app import WebState, create_app
     except ImportError as e:
         raise ImportError(f"edge serve needs the web extra: pip install 'edgesight[web]' ({e.name} is missing)") from e
-    from edge.cli.detect_cmd import TRACK_LOW_SCORE, _card_score, default_device
+    from edge.cli.detect_cmd import TRACK_LOW_SCORE, default_device, detector_settings
     from edge.detect import create_detector
     from edge.detect.service import DetectionService, ServiceOptions
     from edge.detect.tracker import ByteTracker, TrackerConfig
     from edge.detect.zones import ZoneConfig, ZoneMonitor, load_zones
-    from edge.sources import open_source
+    from edge.profile_use import camera_settings, engine_options, profile_in_force
     from edge.web.live import EventHub, FrameHub, LiveSink
     from edge.web.release import describe_release, open_release_or_none
     from edge.web.runtime import DetectionRunner, PacedSource, UploadDetector, bind
     from edge.web.uploads import UploadLimits
 
     release = open_release_or_none(args)
+    prof = profile_in_force(args.profile, release)
+    if not args.source and prof is None:
+        raise ValueError("--source is required without a profile (camera, video, folder or synthetic; "
+                         "--profile NAME_OR_FILE gives its camera.source)")
+    camera = camera_settings(prof, source=args.source)
+    eng = engine_options(prof, threads=args.threads)
     model = _detector_model(args, release)
     zone_config = load_zones(args.zones) if args.zones is not None else ZoneConfig.whole_frame()
     device = args.device or default_device()
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    high = args.score if args.score is not None else _card_score(model)
+    thresholds = detector_settings(model, prof, score=args.score, nms_iou=args.nms_iou)
+    high = thresholds.score
     low = min(TRACK_LOW_SCORE, high)
-    source = open_source(args.source, **({"loop": True} if args.loop else {}))  # bad specs fail before models
+    source = camera.open(**({"loop": True} if args.loop else {}))  # bad specs fail before models
     if args.fps is not None:
         source = PacedSource(source, args.fps)
     sock = bind(host, port)
@@ -199,14 +209,17 @@ def cmd_serve(args) -> int:
     frames, events = FrameHub(zone_config, max_width=args.stream_width), EventHub()
     sinks = [LiveSink(frames, events)]
     detector = faces = None
-    uploads = UploadDetector(lambda: create_detector(model, threads=1, score_threshold=high, classes=classes))
+    one = {**eng.kwargs(), "threads": 1}  # uploads: one thread, the profile's providers
+    uploads = UploadDetector(lambda: create_detector(model, engine_options=one, score_threshold=high,
+                                                     nms_iou=thresholds.nms_iou, classes=classes))
     try:
         ha = _home_assistant(args, device, zone_config, classes) if args.mqtt else None
         if ha is not None:
             sinks.append(ha)
         if not args.no_faces:
-            faces = _face_service(args, release, ha.publish_face if ha is not None else None)
-        detector = create_detector(model, threads=args.threads, score_threshold=low, classes=classes)
+            faces = _face_service(args, release, ha.publish_face if ha is not None else None, prof)
+        detector = create_detector(model, engine_options=eng.kwargs(), score_threshold=low,
+                                   nms_iou=thresholds.nms_iou, classes=classes)
         tracker = ByteTracker(TrackerConfig(high_score=high, low_score=low, new_track_score=high))
         with source:
             service = DetectionService(source, detector, sinks=sinks, tracker=tracker,
@@ -221,7 +234,8 @@ def cmd_serve(args) -> int:
                              limits=UploadLimits(max_image_bytes=int(args.max_upload_mb * 1024 * 1024)))
             server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning", access_log=False,
                                                    timeout_graceful_shutdown=2))
-            print(f"edge serve: http://{host}:{port}/ (source {args.source}, detector {model})",
+            print(f"edge serve: http://{host}:{port}/ (source {camera.source}, detector {model}, profile "
+                  f"{prof.name if prof else 'none'})",
                   file=sys.stderr, flush=True)
             _serve(server, sock, runner)
     finally:

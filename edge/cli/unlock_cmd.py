@@ -59,7 +59,8 @@ def _model_options() -> argparse.ArgumentParser:
     g.add_argument("--liveness-dir", metavar="DIR",
                    help=f"MiniFASNet ONNX + cards from `edge-export liveness` ({ENV_LIVENESS_DIR})")
     g.add_argument("--profile", metavar="NAME|TOML",
-                   help=f"device profile: target FAR, threads ({ENV_PROFILE}; default: the release's)")
+                   help=f"device profile: target FAR, k of n, lockout, liveness, quality, threads, camera mode "
+                        f"({ENV_PROFILE} or EDGE_PROFILE; default: the release's)")
     g.add_argument("--detector", help=f"face detector (default: {DEFAULT_DETECTOR})")
     g.add_argument("--embedder", help=f"face embedder (default: {DEFAULT_EMBEDDER})")
     g.add_argument("--threads", type=threads, help="inference threads per model (default: the profile's, else 1)")
@@ -118,9 +119,10 @@ def add_parser(sub) -> None:
     v.add_argument("user", nargs="?", help="the claimed user (omit to identify among all)")
     v.add_argument("--source", help=f"camera, video or image ({ENV_SOURCE}; default 0)")
     v.add_argument("--timeout", type=number(0, low_open=True), default=4.0, help="seconds before rejecting (default: 4)")
-    v.add_argument("--frames-needed", type=integer(1, 100), default=3, metavar="K",
-                   help="passing frames needed (default 3) …")
-    v.add_argument("--window", type=integer(1, 100), default=5, metavar="N", help="… among the last N (default 5)")
+    v.add_argument("--frames-needed", type=integer(1, 100), default=None, metavar="K",
+                   help="passing frames needed (default: the profile's unlock.k, else 3) …")
+    v.add_argument("--window", type=integer(1, 100), default=None, metavar="N",
+                   help="… among the last N (default: the profile's unlock.n, else 5)")
     v.add_argument("--explain", action="store_true", help="print per-frame scores and per-stage latency")
     v.add_argument("--json", action="store_true", help="print the decision as JSON")
     v.add_argument("--allow-ssh", action="store_true", help="do not refuse in an SSH session")
@@ -184,10 +186,17 @@ def _pipeline_options(args):
     from edge.profile import load_profile
 
     env = os.environ
-    profile = args.profile or env.get(ENV_PROFILE) or None
+    from edge.profile_use import ENV_PROFILE as ENV_ANY_PROFILE
+
+    profile = args.profile or env.get(ENV_PROFILE) or env.get(ENV_ANY_PROFILE) or None
     if profile is not None:
         load_profile(profile)  # every sub-command refuses a missing or invalid profile, naming it
     release = release_from_args(args, required=False)
+    if profile is None and release is not None:
+        from edge.roles import profile_for_release
+
+        found = profile_for_release(release)  # the profile the release was built for, when installed here
+        profile = found.path if found is not None else None
     mode = "off" if args.no_liveness else args.liveness  # None: the profile's unlock.liveness, else auto
     if release is not None:
         mixed = [o for o, v in (("--detector", args.detector), ("--embedder", args.embedder),
@@ -239,7 +248,9 @@ def _source(args) -> str:
     env = os.environ.get(ENV_SOURCE)
     if env:
         return env
-    profile = getattr(args, "profile", None) or os.environ.get(ENV_PROFILE)
+    from edge.profile_use import ENV_PROFILE as ENV_ANY_PROFILE
+
+    profile = getattr(args, "profile", None) or os.environ.get(ENV_PROFILE) or os.environ.get(ENV_ANY_PROFILE)
     if profile:
         from edge.profile import load_profile
         from edge.unlock.app import resolve_profile
@@ -269,12 +280,12 @@ def _when(t: float) -> str:
 # -- commands ----------------------------------------------------------------------------------
 
 def cmd_verify(args) -> int:
-    from edge.unlock.verify import REASON_RETRY, VerifyPolicy
+    from edge.unlock.verify import REASON_RETRY
 
     app = _app(args, with_models=True)
     try:
-        outcome = _models_or_help(lambda: app.verify(args.user, _source(args), VerifyPolicy(
-            args.frames_needed, args.window, args.timeout)), app.options)
+        policy = app.policy().verify_policy(k=args.frames_needed, n=args.window, timeout_s=args.timeout)
+        outcome = _models_or_help(lambda: app.verify(args.user, _source(args), policy), app.options)
         used = _models_used(app)
     except LockedOutError as e:
         print(f"edge unlock: {e}", file=sys.stderr)
@@ -313,11 +324,8 @@ def cmd_enroll(args) -> int:
     from edge.unlock.enroll import EnrollPolicy
 
     from edge.errors import EnrollmentError
-    from edge.profile import UnlockSpec
-
     app = _app(args, with_models=True)
-    prof = app.options._profile()
-    spec = prof.unlock if prof is not None else UnlockSpec()
+    spec = app.policy()
     samples = args.samples or spec.enroll_samples
     policy = EnrollPolicy(samples=samples, min_samples=min(args.min_samples or spec.enroll_min, samples),
                           allow_duplicate=args.allow_duplicate, keep_images=args.keep_images, timeout_s=args.timeout)

@@ -19,7 +19,7 @@ import difflib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -235,7 +235,8 @@ class Detector:
 
 
 def create_detector(name_or_path: str | Path, *, backend: str | None = None, threads: int | None = None,
-                    providers: Sequence[str] | None = None, **opts) -> Detector:
+                    providers: Sequence[str] | None = None, engine_options: Mapping[str, Any] | None = None,
+                    **opts) -> Detector:
     """Build a :class:`Detector` from a registry name, a model file with a card, or a card JSON.
 
     Args:
@@ -244,6 +245,8 @@ def create_detector(name_or_path: str | Path, *, backend: str | None = None, thr
         backend: ``"onnxruntime"``, ``"litert"`` or ``"opencv"``; default by file suffix.
         threads: inference threads.
         providers: onnxruntime execution providers (e.g. ``["cuda", "cpu"]``).
+        engine_options: further ``load_engine`` options (a profile's providers and their options,
+            :func:`edge.profile_use.engine_options`); ``threads`` / ``providers`` given here win.
         **opts: :class:`Detector` options (``score_threshold``, ``nms_iou``, ``classes``,
             ``max_detections``, ``multi_label``, ``clip``, ``labels``).
 
@@ -253,7 +256,7 @@ def create_detector(name_or_path: str | Path, *, backend: str | None = None, thr
         ModelCardError: no card for the file, or the card is not a detector.
     """
     from edge import registry
-    from edge.engines import load_engine
+    from edge.engines import engine_kwargs, load_engine
 
     ref = registry.resolve(name_or_path)
     card = ref.card
@@ -262,7 +265,7 @@ def create_detector(name_or_path: str | Path, *, backend: str | None = None, thr
                              f"{ref.path.stem}.json beside it); a detector needs one to know its decoder")
     if card.task != "object_detection":
         raise ModelCardError(f"{card.name} is a {card.task} model, not an object detector")
-    engine_opts: dict = {"threads": threads}
+    engine_opts: dict = engine_kwargs(threads, engine_options)
     if providers is not None:
         engine_opts["providers"] = list(providers)
     if backend is not None and backend.lower() in ("opencv", "cv2", "opencv-dnn"):

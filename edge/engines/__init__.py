@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any, Mapping
 
 from edge.engines.base import Engine, TensorInfo
 
-__all__ = ["BACKENDS", "Engine", "TensorInfo", "load_engine", "backend_for_path", "available_backends"]
+__all__ = ["BACKENDS", "Engine", "TensorInfo", "load_engine", "engine_kwargs", "backend_for_path", "available_backends"]
 
 # name -> (module:class, extra to install, importable module that proves the runtime is there)
 BACKENDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -23,6 +24,10 @@ BACKENDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "tflite": "litert", "cv2": "opencv", "opencv-dnn": "opencv"}
 
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert"}
+
+#: Options only one backend understands; the others ignore them, so a profile's engine options
+#: (:func:`edge.profile_use.engine_options`) can be passed to whichever backend a file needs.
+BACKEND_ONLY_OPTIONS = {"providers": "onnxruntime", "provider_options": "onnxruntime"}
 
 
 def _canonical(backend: str) -> str:
@@ -61,13 +66,23 @@ def available_backends() -> list[str]:
     return out
 
 
+def engine_kwargs(threads: int | None = None, engine_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``load_engine`` keyword arguments: a profile's engine options
+    (:meth:`edge.profile_use.EngineOptions.kwargs`) with an explicit ``threads`` winning."""
+    out = dict(engine_options or {})
+    if threads is not None:
+        out["threads"] = threads
+    return out
+
+
 def load_engine(path: str | Path, backend: str | None = None, **options) -> Engine:
     """Load a model file on a backend.
 
     Args:
         path: model file (``.onnx`` or ``.tflite``).
         backend: ``"onnxruntime"``, ``"litert"`` or ``"opencv"``; by suffix when ``None``.
-        **options: backend options, e.g. ``threads=2``; see each engine's constructor.
+        **options: backend options, e.g. ``threads=2``; see each engine's constructor. The
+            onnxruntime-only ``providers`` / ``provider_options`` are ignored by other backends.
 
     Returns:
         An :class:`Engine`, usable as a context manager.
@@ -81,4 +96,5 @@ def load_engine(path: str | Path, backend: str | None = None, **options) -> Engi
     target, _extra, _ = BACKENDS[name]
     module_name, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
+    options = {k: v for k, v in options.items() if BACKEND_ONLY_OPTIONS.get(k, name) == name}
     return cls(path, **options)

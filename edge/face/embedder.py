@@ -7,6 +7,8 @@ embedding carries the card's name and sha256, so templates can never be compared
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from pathlib import Path
 
 import cv2
@@ -177,7 +179,8 @@ def optimized_card(name: str, cache_dir: Path | None = None) -> Path | None:
 
 
 def create_embedder(name_or_path: str | Path = DEFAULT_EMBEDDER, *, backend: str | None = None,
-                    threads: int | None = None, card=None) -> FaceEmbedder:
+                    threads: int | None = None, card=None,
+                    engine_options: Mapping[str, Any] | None = None) -> FaceEmbedder:
     """Load a face embedder by registry name, model file, or card JSON (e.g. from a bundle).
 
     Args:
@@ -186,6 +189,7 @@ def create_embedder(name_or_path: str | Path = DEFAULT_EMBEDDER, *, backend: str
         backend: engine backend (by file suffix when ``None``).
         threads: engine threads.
         card: a card to use instead of the one found for the file.
+        engine_options: further ``load_engine`` options (a profile's providers).
 
     Raises:
         KeyError: unknown registry name.
@@ -194,13 +198,13 @@ def create_embedder(name_or_path: str | Path = DEFAULT_EMBEDDER, *, backend: str
         ModelCardError: no card could be found for a bare model file.
     """
     from edge import registry
-    from edge.engines import load_engine
+    from edge.engines import engine_kwargs, load_engine
 
     ref = registry.resolve(name_or_path)
     card = card or ref.card
     if card is None:
         raise ModelCardError(f"no model card found for {ref.path}: put a <file>.json card beside it")
-    engine = load_engine(ref.path, backend, **({} if threads is None else {"threads": threads}))
+    engine = load_engine(ref.path, backend, **engine_kwargs(threads, engine_options))
     try:
         return FaceEmbedder(engine, card, owns_engine=True)
     except Exception:

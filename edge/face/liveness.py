@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import json
 from pathlib import Path
 
@@ -137,14 +139,16 @@ class PassiveLiveness:
 
     @classmethod
     def from_cards(cls, found, *, threads: int | None = None, backend: str | None = None,
-                   threshold: float = DEFAULT_LIVENESS_THRESHOLD) -> "PassiveLiveness":
-        """Load ``[(card, model_path), ...]`` as returned by :func:`find_liveness_cards`."""
-        from edge.engines import load_engine
+                   threshold: float = DEFAULT_LIVENESS_THRESHOLD,
+                   engine_options: Mapping[str, Any] | None = None) -> "PassiveLiveness":
+        """Load ``[(card, model_path), ...]`` as returned by :func:`find_liveness_cards`
+        (``engine_options``: further ``load_engine`` options, a profile's providers)."""
+        from edge.engines import engine_kwargs, load_engine
 
         loaded = []
         try:
             for card, path in found:
-                loaded.append((load_engine(path, backend, **({} if threads is None else {"threads": threads})), card))
+                loaded.append((load_engine(path, backend, **engine_kwargs(threads, engine_options)), card))
             return cls(loaded, threshold, owns_engines=True)
         except Exception:
             for engine, _ in loaded:

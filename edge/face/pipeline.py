@@ -307,11 +307,13 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
     from edge.vision.face_detectors import create_face_detector
     from edge.errors import LivenessError
 
+    from edge.profile_use import engine_options, unlock_policy
+
     prof = _load_profile(profile)
-    if threads is None and prof is not None:
-        threads = prof.runtime.threads
-    target_far = prof.thresholds.target_far if prof is not None else DEFAULT_TARGET_FAR
-    live_threshold = prof.thresholds.liveness if prof is not None else None
+    eng = engine_options(prof, threads=threads).kwargs()  # threads clamped to the board; providers
+    policy = unlock_policy(prof)
+    target_far = policy.target_far
+    live_threshold = policy.liveness_threshold if prof is not None else None
 
     emb_src: str | Path = embedder
     if emb_src == embedder and prefer_optimized and backend in (None, "onnxruntime"):
@@ -324,9 +326,9 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         det_name = "yunet_dynamic"  # at the reduced size, rather than letterboxed into 640×640
         if detect_size is None:  # the 640×640 graph's detections without its padding
             opts["fit_size"] = DEFAULT_FIT_SIZE
-    det = create_face_detector(det_name, threads=threads, **opts)
+    det = create_face_detector(det_name, engine_options=eng, **opts)
     try:
-        emb = create_embedder(emb_src, threads=threads, backend=backend)
+        emb = create_embedder(emb_src, backend=backend, engine_options=eng)
     except Exception:
         det.close()
         raise
@@ -335,7 +337,7 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         dirs = [liveness_dir] if liveness_dir is not None else []
         found = find_liveness_cards(dirs)
         if found:
-            live = PassiveLiveness.from_cards(found, threads=threads,
+            live = PassiveLiveness.from_cards(found, engine_options=eng,
                                               **({} if live_threshold is None else {"threshold": live_threshold}))
         elif liveness:
             det.close()

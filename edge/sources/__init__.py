@@ -31,10 +31,32 @@ __all__ = [
 ]
 
 
+def _no_camera(settings: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _v4l2_camera(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: settings[k] for k in ("width", "height", "fps", "fourcc") if settings.get(k) is not None}
+
+
+def _picamera_camera(settings: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if settings.get("width") and settings.get("height"):
+        out["size"] = (int(settings["width"]), int(settings["height"]))
+    if settings.get("fps"):
+        out["fps"] = settings["fps"]
+    return out
+
+
+def _csi_camera(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: int(settings[k]) for k in ("width", "height", "fps") if settings.get(k) is not None}
+
+
 class _Rule(NamedTuple):
     form: str  # shown to users in the "unknown spec" message
     parse: Callable[[str, dict[str, Any]], FrameSource | None]  # None: not this form
     live: bool = False  # a camera or stream that can drop and come back (reopened with reconnect=True)
+    camera: Callable[[dict[str, Any]], dict[str, Any]] = _no_camera  # a profile's camera mode -> options
 
 
 def _synthetic(spec: str, opts: dict[str, Any]) -> FrameSource | None:
@@ -51,6 +73,14 @@ def _picamera(spec: str, opts: dict[str, Any]) -> FrameSource | None:
     if m is None:
         return None
     return PiCameraSource(camera_num=int(m.group(1) or 0), **opts)
+
+
+def _jetson_csi(spec: str, opts: dict[str, Any]) -> FrameSource | None:
+    m = re.fullmatch(r"jetson-csi(?::(\d+))?", spec)
+    if m is None:
+        return None
+    caps = {k: opts.pop(k) for k in ("width", "height", "fps") if k in opts}
+    return GStreamerSource(jetson_csi_pipeline(int(m.group(1) or 0), **caps), **opts)
 
 
 def _gstreamer(spec: str, opts: dict[str, Any]) -> FrameSource | None:
@@ -86,17 +116,19 @@ def _path(spec: str, opts: dict[str, Any]) -> FrameSource | None:
 #: Every accepted spec, tried in order; the first parser that recognises the spec wins.
 SOURCE_FORMS: tuple[_Rule, ...] = (
     _Rule("synthetic | synthetic:WIDTHxHEIGHT", _synthetic),
-    _Rule("picamera | picamera:N (Raspberry Pi camera N)", _picamera, live=True),
+    _Rule("picamera | picamera:N (Raspberry Pi camera N)", _picamera, live=True, camera=_picamera_camera),
+    _Rule("jetson-csi | jetson-csi:N (Jetson CSI camera N through nvarguscamerasrc)", _jetson_csi, live=True,
+          camera=_csi_camera),
     _Rule("gst:PIPELINE, or any string containing ' ! ' (GStreamer pipeline)", _gstreamer, live=True),
     _Rule("rtsp://host/path (IP camera)", _rtsp, live=True),
-    _Rule("N or /dev/videoN (V4L2 camera)", _camera, live=True),
+    _Rule("N or /dev/videoN (V4L2 camera)", _camera, live=True, camera=_v4l2_camera),
     _Rule(f"a directory of images, an image file ({' '.join(sorted(IMAGE_SUFFIXES))}) "
           f"or a video file ({' '.join(sorted(VIDEO_SUFFIXES))})", _path),
 )
 
 
 def open_source(spec: str, *, reconnect: bool = False, give_up_after: float | None = None,
-                **options: Any) -> FrameSource:
+                camera: dict[str, Any] | None = None, **options: Any) -> FrameSource:
     """Build the frame source a string names. The source is returned unopened.
 
     Args:
@@ -107,6 +139,11 @@ def open_source(spec: str, *, reconnect: bool = False, give_up_after: float | No
             back-off when it drops (:class:`~edge.sources.reconnect.ReconnectingSource`); files
             and synthetic sources are returned as they are.
         give_up_after: with ``reconnect``, seconds of continuous outage before giving up.
+        camera: a device profile's camera mode (``width``, ``height``, ``fps``, ``fourcc``; see
+            :func:`edge.profile_use.camera_settings`), applied where the form takes it: a V4L2
+            camera gets all four, picamera its size and frame rate, ``jetson-csi`` its pipeline
+            caps; files, streams, raw GStreamer pipelines and synthetic frames ignore it.
+            ``options`` given explicitly win.
         **options: keyword arguments for the chosen source's constructor (``max_frames``,
             ``width``, ``fourcc`` …); an option the source does not take raises TypeError.
 
@@ -126,11 +163,12 @@ def open_source(spec: str, *, reconnect: bool = False, give_up_after: float | No
         raise ValueError(f"source spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
     for rule in SOURCE_FORMS:
-        source = rule.parse(spec, dict(options))
+        merged = {**rule.camera(dict(camera or {})), **options}
+        source = rule.parse(spec, dict(merged))
         if source is None:
             continue
         if reconnect and rule.live:
-            inner_options = {k: v for k, v in options.items() if k != "max_frames"}
+            inner_options = {k: v for k, v in merged.items() if k != "max_frames"}
             return ReconnectingSource(lambda: rule.parse(spec, dict(inner_options)), source.source_id,
                                       give_up_after=give_up_after, max_frames=options.get("max_frames"))
         return source

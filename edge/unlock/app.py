@@ -200,9 +200,23 @@ class UnlockApp:
     def audit_log(self) -> AuditLog:
         return AuditLog(self.config.audit_file, clock=self.clock)
 
+    def camera_mode(self) -> dict:
+        """The profile's camera mode (size, fps, FOURCC), applied where the source is a camera."""
+        from edge.profile_use import camera_settings
+
+        prof = self.options._profile()
+        return camera_settings(prof).settings() if prof is not None else {}
+
+    def policy(self):
+        """The profile's unlock policy (:func:`edge.profile_use.unlock_policy`): k of n, lockout, enrolment."""
+        from edge.profile_use import unlock_policy
+
+        return unlock_policy(self.options._profile())
+
     @property
     def lockout(self) -> LockoutTracker:
-        return LockoutTracker(self.config.state_dir, clock=self.clock)
+        """Failures counted per user; the profile's ``unlock.max_failures`` and ``unlock.lockout_s``."""
+        return LockoutTracker(self.config.state_dir, self.policy().lockout_policy(), clock=self.clock)
 
     def pipeline(self):
         if self._pipeline is None:
@@ -277,7 +291,7 @@ class UnlockApp:
         try:
             pipeline = self.pipeline()
             templates = self._templates(user, pipeline)
-            with open_source(source) as frames:
+            with open_source(source, camera=self.camera_mode()) as frames:
                 decision = verify(pipeline, frames, templates, threshold=pipeline.threshold(), policy=policy,
                                   claimed_user=user, still=isinstance(frames, ImageFileSource))
         except UnknownUserError as e:
@@ -318,7 +332,7 @@ class UnlockApp:
         policy = dataclasses.replace(policy, require_liveness=self.options.liveness)
         try:
             pipeline = self.pipeline()
-            with open_source(source) as frames:
+            with open_source(source, camera=self.camera_mode()) as frames:
                 result = enroll(user, pipeline, frames, store, threshold=pipeline.threshold(),
                                 policy=policy, replace=replace, add=add)
         except Exception as e:

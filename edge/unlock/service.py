@@ -237,7 +237,7 @@ class UnlockService:
         if user is not None and not isinstance(user, str):
             raise ValueError("user must be a string or null")
         timeout = _number(request, "timeout", 4.0, 0.0, MAX_TIMEOUT_S)
-        defaults = VerifyPolicy()
+        defaults = self.app.policy().verify_policy()  # the profile's k of n
         k = int(_number(request, "frames_needed", defaults.k, 1, 100))
         n = int(_number(request, "window", defaults.n, 1, 100))
         source = request.get("source")

@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from pathlib import Path
 
 import cv2
@@ -186,7 +188,8 @@ def _kind_for(name_or_path: str) -> str:
 
 
 def create_face_detector(name_or_path: str | Path, engine=None, *, kind: str | None = None,
-                         backend: str | None = None, threads: int | None = None, **opts) -> FaceDetector:
+                         backend: str | None = None, threads: int | None = None,
+                         engine_options: Mapping[str, Any] | None = None, **opts) -> FaceDetector:
     """Build a face detector by short name or model path.
 
     Args:
@@ -195,6 +198,8 @@ def create_face_detector(name_or_path: str | Path, engine=None, *, kind: str | N
         kind: ``"yunet" | "blazeface" | "ulfd"`` when a path's file name does not tell.
         backend: engine backend (by file suffix when ``None``); ignored with ``engine``.
         threads: engine threads; ignored with ``engine``.
+        engine_options: further ``load_engine`` options (a profile's providers, see
+            :func:`edge.profile_use.engine_options`); ignored with ``engine``.
         **opts: detector options, e.g. ``score_threshold=0.7``, ``nms_threshold=0.3``.
 
     Returns:
@@ -214,12 +219,12 @@ def create_face_detector(name_or_path: str | Path, engine=None, *, kind: str | N
     cls = getattr(importlib.import_module(module_name), cls_name)
     owns = engine is None
     if engine is None:
-        from edge.engines import load_engine
+        from edge.engines import engine_kwargs, load_engine
 
         path = resolve_face_model(key.lower()) if key.lower() in FACE_MODEL_FILES else Path(key)
         if not path.is_file():
             raise ModelNotFoundError(f"face model file {str(path)!r} does not exist")
-        engine = load_engine(path, backend, **({} if threads is None else {"threads": threads}))
+        engine = load_engine(path, backend, **engine_kwargs(threads, engine_options))
     try:
         return cls(engine, owns_engine=owns, **opts)
     except Exception:
