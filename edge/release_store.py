@@ -147,18 +147,27 @@ class ReleaseStore:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it (for `list` and diagnostics)
                     break
                 except OSError as e:
                     if e.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
                     if time.monotonic() >= deadline:
-                        raise StoreBusyError(f"{path}: another flash or release command holds the lock "
-                                             f"(waited {timeout_s:.0f} s)") from None
+                        raise StoreBusyError(f"{path}: another flash or release command (pid {self.holder()}) holds "
+                                             f"the lock (waited {timeout_s:.0f} s)") from None
                     time.sleep(0.1)
             self.sweep()
             yield self
         finally:
             os.close(fd)
+
+    def holder(self) -> int | None:
+        """The pid that last took the lock (it may have finished since)."""
+        try:
+            return int((self.root / LOCK).read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
 
     def sweep(self) -> list[str]:
         """Remove what killed writers left behind (``.incoming-*``, ``.removing-*``, stale link temps)."""
