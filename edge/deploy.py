@@ -20,6 +20,7 @@ check failed and ``current`` went back).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shlex
@@ -29,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,9 @@ DEFAULT_RECORD_DIR = Path("/var/lib/edgesight/flash")
 #: Prefix of the one line carrying the JSON record (``--record-line``) for the workstation to read.
 RECORD_MARK = "edgesight-flash-record "
 FLASHED, UNCHANGED, REFUSED, ROLLED_BACK = "flashed", "unchanged", "refused", "rolled back"
+#: An unexpected failure inside the procedure itself (the record says where; `current` names a
+#: verified release either way).
+ERROR = "error"
 _CHUNK = 1 << 20
 
 
@@ -160,6 +163,11 @@ class _Flash:
         doc = _last_json(proc.stdout)
         checks = (doc or {}).get("checks") or []
         failed = [c for c in checks if not c.get("passed")]
+        worst: dict = {}  # one line per model output (each golden input is a check)
+        for c in failed:
+            k = (c.get("role"), c.get("model"), c.get("output"))
+            if k not in worst or c.get("value", 0) > worst[k].get("value", 0):
+                worst[k] = c
         ok = proc.returncode == 0 and bool(doc and doc.get("passed"))
         self.record["selftest"] = {"passed": ok, "checks": len(checks), "failed": len(failed), "exit": proc.returncode,
                                    "failures": [{k: c.get(k) for k in ("role", "model", "output", "metric", "value",
@@ -169,7 +177,7 @@ class _Flash:
             return True
         if failed:
             why = "; ".join(f"{c['role']} {c['model']} {c['output']}: {c['metric']} {c['value']:.2e} > {c['limit']:.0e}"
-                            for c in failed[:3])
+                            for c in list(worst.values())[:3])
         else:
             why = (doc or {}).get("error") or _tail(proc.stderr) or f"edge selftest exited {proc.returncode}"
         self.step("selftest", False, f"{len(failed)}/{len(checks)} checks failed: {why}", t)
@@ -291,6 +299,19 @@ class _Flash:
 
     # -- the procedure ------------------------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self._run()
+        except Exception as e:  # noqa: BLE001 - recorded, then raised to the CLI
+            if self.record["outcome"] is None:
+                self.fail(self.record["steps"][-1]["step"] if self.record["steps"] else "start",
+                          f"{type(e).__name__}: {e}", ERROR)
+                try:
+                    self.finish()
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    pass
+            raise
+
+    def _run(self) -> dict:
         archive = None
         try:
             with self.store.lock(self.opts.lock_timeout_s):
@@ -318,7 +339,13 @@ class _Flash:
                     self.discard()
                     return self.finish()
                 self.activate()
-                if not (self.restart(self.new) and self.health(self.new)):
+                try:
+                    healthy = self.restart(self.new) and self.health(self.new)
+                except Exception as e:  # noqa: BLE001 - whatever went wrong, current must go back
+                    self.step("health", False, f"{type(e).__name__}: {e}", self.t0)
+                    self.fail("health", f"{type(e).__name__}: {e}", ROLLED_BACK)
+                    healthy = False
+                if not healthy:
                     self.roll_back()
                     self.record["outcome"] = ROLLED_BACK
                     return self.finish()
@@ -337,7 +364,8 @@ class _Flash:
         self.write_record()
         what = {FLASHED: f"{self.new} is active", UNCHANGED: f"{self.new} was already active",
                 REFUSED: f"current stays {r['current'] or '(none)'}",
-                ROLLED_BACK: f"current is back on {r['current'] or '(none)'}"}[r["outcome"]]
+                ROLLED_BACK: f"current is back on {r['current'] or '(none)'}",
+                ERROR: f"current is {r['current'] or '(none)'}"}[r["outcome"]]
         why = f" ({r['failed_step']}: {r['reason']})" if r["failed_step"] else ""
         self.say(f"outcome   {r['outcome']}: {what}{why} in {r['seconds']:.1f} s; record {r.get('record_file')}")
         return r
@@ -379,8 +407,8 @@ def wait_health(url: str, release: str, timeout_s: float, interval_s: float = 0.
             seen = f"status {doc.get('status')!r}, release {doc.get('release')!r}"
             if doc.get("release") == release and doc.get("status") == "ok":
                 return True, seen
-        except (OSError, ValueError, urllib.error.URLError) as e:
-            seen = f"no answer ({getattr(e, 'reason', e)})"
+        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError is an OSError
+            seen = f"no answer ({getattr(e, 'reason', None) or e!r})"
         if time.monotonic() >= deadline:
             return False, seen
         time.sleep(interval_s)

@@ -39,6 +39,15 @@ def _device_env(root: Path) -> dict[str, str]:
             "EDGE_CACHE_DIR": str(root / "var/cache/edgesight"), "EDGE_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
+#: Settings of the machine running the tests that must not reach the device (conftest sets some).
+_HOST_ONLY = ("EDGE_RELEASES_DIR", "EDGE_BUNDLE", "EDGE_TRUST")
+
+
+def _local_env(device_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _HOST_ONLY}
+    return {**env, **device_env}
+
+
 class Device:
     """One device: sshd on a free loopback port, a device root, and its ``edge serve`` service."""
 
@@ -112,7 +121,7 @@ LogLevel ERROR
         run = self.root / "run"
         self.token_hash = self.root / "etc/edgesight/web_token.sha256"
         subprocess.run([sys.executable, "-m", "edge", "serve", "--init-token", "--token-hash-file", str(self.token_hash)],
-                       env={**os.environ, **self.env}, capture_output=True, check=True)
+                       env=_local_env(self.env), capture_output=True, check=True)
         serve = (f"{sys.executable} -m edge serve --source synthetic:160x120 --fps 2 --no-faces --threads 1 "
                  f"--listen 127.0.0.1:{self.web_port} --token-hash-file {self.token_hash}")
         # Stands in for `systemctl restart edge-web.service`: stop the running service (its pid file),
@@ -128,12 +137,12 @@ if [ -f "$PIDFILE" ]; then
 fi
 # the new process records its own pid before it becomes edge serve: a kill of this script cannot
 # leave a service nobody knows about
-env {' '.join(f'{k}={v}' for k, v in self.env.items())} setsid sh -c 'echo $$ >> {run}/edge-web.pids; echo $$ > '"$PIDFILE"'; exec {serve}' >>{run}/edge-web.log 2>&1 </dev/null &
+env {' '.join(f'-u {k}' for k in _HOST_ONLY)} {' '.join(f'{k}={v}' for k, v in self.env.items())} setsid sh -c 'echo $$ >> {run}/edge-web.pids; echo $$ > '"$PIDFILE"'; exec {serve}' >>{run}/edge-web.log 2>&1 </dev/null &
 """)
         os.chmod(self.restart_cmd, 0o755)
 
     def restart_service(self) -> None:
-        subprocess.run([self.restart_cmd], check=True, env={**os.environ, **self.env})
+        subprocess.run([self.restart_cmd], check=True, env=_local_env(self.env))
 
     def health(self) -> dict | None:
         import json
@@ -159,7 +168,7 @@ env {' '.join(f'{k}={v}' for k, v in self.env.items())} setsid sh -c 'echo $$ >>
 
     def edge(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """``edge ARGS`` run on the device (locally, under its root)."""
-        return subprocess.run([sys.executable, "-m", "edge", *args], env={**os.environ, **self.env},
+        return subprocess.run([sys.executable, "-m", "edge", *args], env=_local_env(self.env),
                               capture_output=True, text=True, check=check)
 
     def stop(self) -> None:

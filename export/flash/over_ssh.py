@@ -45,7 +45,7 @@ def flash_over_ssh(bundle: str | Path, target: SshTarget, ssh: SshOptions, setti
         say(f"{'check':<9} ok   {prep.release_id}: signature and files verified here with {trust}")
     remote = settings.remote_command("-", prep.sha256)
     argv = ssh_argv(target, ssh, remote)
-    say(f"{'connect':<9} ..  {target}: sending {prep.size / 1e6:.1f} MB (sha256 {prep.sha256[:12]}…) "
+    say(f"{'connect':<9} ..   {target}: sending {prep.size / 1e6:.1f} MB (sha256 {prep.sha256[:12]}…) "
         f"to `{' '.join(remote[:3])} -`")
     record = None
     lines: list[str] = []
