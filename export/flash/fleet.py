@@ -191,6 +191,7 @@ def flash_fleet(bundle: str | Path, inventory: Path, settings: FlashSettings, *,
             ssh_args += f" -o UserKnownHostsFile={known_hosts}"
         env = {**os.environ, "ANSIBLE_SSH_ARGS": ssh_args, "ANSIBLE_HOST_KEY_CHECKING": "True",
                "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+               "PYTHONWARNINGS": "ignore",  # library deprecation notices interleaved with the play's lines
                "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")}
         cmd = [playbook_cmd, "-i", str(inventory), str(playbook)]
         if identity is not None:
