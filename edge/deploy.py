@@ -210,22 +210,29 @@ class _Flash:
             self.step("bench", True, "no previous release to compare with; " +
                       ", ".join(f"{k} p50 {v:.2f} ms" for k, v in figures.items()), t)
             return True
+        pdir, ndir = self.store.path(self.prev), self.store.path(self.new)
+        # a role whose model and card are byte-identical in both releases cannot have regressed: its
+        # difference is the machine's noise, shown but not judged
+        same = {k for k, v in _model_digests(ndir).items() if _model_digests(pdir).get(k) == v}
         rounds = []
         for i in range(2 if self.opts.bench.confirm else 1):
-            prev = self._bench(self.prev, work / f"prev-{i}")
-            new = self._bench(self.new, work / f"new-{i}")
-            rows = compare_by_role(prev, self.store.path(self.prev), new, self.store.path(self.new))
+            order = [("prev", self.prev), ("new", self.new)]
+            reports = {name: self._bench(rid, work / f"{name}-{i}") for name, rid in (order if i == 0 else order[::-1])}
+            rows = compare_by_role(reports["prev"], pdir, reports["new"], ndir)
             rounds.append(rows)
-            # measured again only when a 'slower' is borderline (within twice the noise band): a
-            # clear regression needs no second opinion, a marginal one might be the machine
-            if not any(r.verdict == "slower" and r.delta_p50_ms < CONFIRM_BAND * r.noise_ms for r in rows):
+            # measured again (in the other order) only when a judged 'slower' is borderline, within
+            # twice the noise band: a clear regression needs no second opinion, a marginal one may be
+            # the machine (a burst of load lands on whichever release is measured second)
+            if not any(r.verdict == "slower" and _role(r) not in same and r.delta_p50_ms < CONFIRM_BAND * r.noise_ms
+                       for r in rows):
                 break
         final = rounds[-1]
-        slower = [r for r in final if r.verdict == "slower"]
-        verdict = "slower" if slower else ("faster" if any(r.verdict == "faster" for r in final) else "no change")
-        self.record["bench"] = {"verdict": verdict, "rounds": len(rounds),
+        judged = [r for r in final if _role(r) not in same]
+        slower = [r for r in judged if r.verdict == "slower"]
+        verdict = "slower" if slower else ("faster" if any(r.verdict == "faster" for r in judged) else "no change")
+        self.record["bench"] = {"verdict": verdict, "rounds": len(rounds), "unchanged_models": sorted(same),
                                 "comparisons": [[r.to_dict() for r in rows] for rows in rounds]}
-        detail = "; ".join(_describe(r) for r in final)
+        detail = "; ".join(_describe(r) + (" (same model: not judged)" if _role(r) in same else "") for r in final)
         if len(rounds) > 1:
             detail += f" (borderline in the first run, measured again: {'confirmed' if slower else 'not confirmed'})"
         if not slower:
@@ -449,8 +456,24 @@ def compare_by_role(prev: dict, prev_dir: Path, new: dict, new_dir: Path):
     return compare_reports(rekey(prev, prev_dir), rekey(new, new_dir))
 
 
+def _role(c) -> str:
+    return c.key.split(" | ")[0]
+
+
+def _model_digests(bundle_dir: Path) -> dict[str, tuple]:
+    """Role key → (model sha256, card sha256) from a verified release's manifest."""
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    files = manifest.get("files", {})
+    out = {}
+    for role, entries in manifest.get("roles", {}).items():
+        for i, e in enumerate(entries):
+            key = role if len(entries) == 1 else f"{role}[{i}]"
+            out[key] = ((files.get(e["model"]) or {}).get("sha256"), (files.get(e["card"]) or {}).get("sha256"))
+    return out
+
+
 def _describe(c) -> str:
-    role = c.key.split(" | ")[0]
+    role = _role(c)
     if c.a_p50 is None or c.b_p50 is None:
         return f"{role} {c.verdict}"
     return f"{role} p50 {c.a_p50:.2f} -> {c.b_p50:.2f} ms ({c.delta_p50_pct:+.1f}%, noise ±{c.noise_ms:.2f}) {c.verdict}"
