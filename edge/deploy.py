@@ -124,8 +124,11 @@ class _Flash:
             src = Path(self.opts.archive)
             if not src.exists():
                 raise FileNotFoundError(f"bundle not found: {src}")
-            if self.opts.sha256 and src.is_file() and _sha256(src) != self.opts.sha256.lower():
+            checked = bool(self.opts.sha256 and src.is_file())
+            if checked and _sha256(src) != self.opts.sha256.lower():
                 raise EdgeError(f"{src}: sha256 differs from --sha256 (incomplete or altered copy)")
+            size = src.stat().st_size if src.is_file() else 0
+            self.step("receive", True, f"{src}" + (f", {size / 1e6:.1f} MB, sha256 checked" if checked else ""), t)
             return src
         dst = self.store.incoming_file()
         h, n = hashlib.sha256(), 0

@@ -95,7 +95,11 @@ StrictModes no
 Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel ERROR
 """)
-        Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory sshd insists on
+        if not Path("/run/sshd").is_dir():  # the privilege-separation directory sshd insists on
+            try:
+                Path("/run/sshd").mkdir()
+            except OSError as e:
+                raise AssertionError(f"sshd needs /run/sshd ({e}): run `sudo mkdir -p /run/sshd` once") from None
         self._sshd_log = open(d / "sshd.log", "wb")
         self.sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=self._sshd_log,
                                      stderr=subprocess.STDOUT)

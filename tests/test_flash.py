@@ -38,6 +38,9 @@ from edge.release import release_id  # noqa: E402
 from edge.release_store import ReleaseStore  # noqa: E402
 
 pytestmark = pytest.mark.slow
+if not (Path("/usr/sbin/sshd").is_file() and shutil.which("ssh")):
+    pytest.skip("OpenSSH server/client not installed (Debian openssh-server, openssh-client: make system-deps)",
+                allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "firmware_configs" / "x86_dev.toml"
