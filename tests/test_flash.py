@@ -47,7 +47,8 @@ PROFILE = ROOT / "firmware_configs" / "x86_dev.toml"
 #: Short regression benches (the comparison's noise floor still applies); the slower variant is
 #: several times slower, far outside it.
 QUICK_BENCH = ["--bench-iters", "3", "--bench-warmup", "1", "--bench-processes", "1"]
-KILL_TRIALS = 20
+#: Real kills wanted (trials whose flash ended before its kill do not count; at most MAX_TRIALS).
+KILL_TRIALS, MAX_TRIALS = 20, 32
 
 
 # -- bundles ---------------------------------------------------------------------------------------
@@ -352,14 +353,17 @@ def test_kill_trials_never_leave_current_on_an_incomplete_or_unverified_release(
     assert code == 0, out
     outcomes: Counter = Counter()
     rows = []
-    for trial in range(KILL_TRIALS):
+    kills = 0
+    for trial in range(MAX_TRIALS):
+        if kills >= KILL_TRIALS:
+            break
         kind = ("flash process", "connection", "device process")[trial % 3]
         before = device.current()
         new = next(i for i in good_pair if i != before)
         proc = subprocess.Popen(_flash_cmd(device, good_pair[new], client_key, tmp_path, *QUICK_BENCH),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-        delay = rng.uniform(0.0, full)
+        delay = rng.uniform(0.0, 0.9 * full)
         time.sleep(delay)
         killed = False
         if proc.poll() is None:
@@ -380,6 +384,7 @@ def test_kill_trials_never_leave_current_on_an_incomplete_or_unverified_release(
                 except (OSError, ProcessLookupError):
                     pass
         proc.wait(timeout=600)
+        kills += killed
         with store.lock(timeout_s=600):  # the device is quiet: no flash holds the store
             pass
         cur = _assert_current_sound(device, pub, {before, new})
@@ -396,10 +401,11 @@ def test_kill_trials_never_leave_current_on_an_incomplete_or_unverified_release(
         print("\n".join(rows))
         for (kind, result), n in sorted(outcomes.items()):
             print(f"{kind:<15} {result:<26} {n}")
-        print(f"trials {KILL_TRIALS}; current on an incomplete or unverified release: 0; "
+        print(f"trials {len(rows)}, real kills {kills}; current on an incomplete or "
+              f"unverified release: 0; "
               f"hidden unpack leftovers awaiting the next sweep: {len(leftovers)}")
-    assert sum(outcomes.values()) == KILL_TRIALS
-    assert sum(n for (kind, r), n in outcomes.items() if r != "finished before the kill") >= 20 * 2 // 3
+    assert kills >= KILL_TRIALS
+    assert sum(n for (kind, r), n in outcomes.items() if r != "finished before the kill") == kills
 
 
 # -- fleets through Ansible ------------------------------------------------------------------------------
