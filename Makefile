@@ -11,8 +11,9 @@ DEV_PKGS := -e .[dev,export,onnx,litert,mqtt,plot,crypto,web] torch==2.13.0
 RUN_PKGS := -e .[onnx,litert,crypto,mqtt] torch==2.13.0 onnx onnxscript
 LIVENESS := $(VENV)/share/edgesight/liveness
 # Real servers the tests start themselves: an MQTT broker, PAM's test driver, a headless browser
-# for the web page and systemd's socket-activation tool for the unlock service (Debian packages).
-SYSTEM_PKGS := mosquitto pamtester chromium systemd
+# for the web page, systemd's socket-activation tool for the unlock service, and OpenSSH servers
+# and client for the flashing tests (Debian packages).
+SYSTEM_PKGS := mosquitto pamtester chromium systemd openssh-server openssh-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-quick clean system-deps bench-deps

@@ -138,6 +138,15 @@ class QualitySpec(msgspec.Struct, **_S):
                              f"({self.max_brightness}) - at `$.quality.min_brightness`")
 
 
+class ReleaseSpec(msgspec.Struct, **_S):
+    """Releases on the device (``edge release deploy``, driven by ``edge-export flash``)."""
+
+    keep: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3  # releases kept, the active one included
+    service: str = "edge-web.service"  # systemd unit restarted after `current` switches
+    health_url: str = "http://127.0.0.1:8080/api/health"  # must report the new release's id
+    health_timeout_s: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 60.0
+
+
 class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: _Name
     board: str
@@ -149,11 +158,13 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     thresholds: Thresholds = msgspec.field(default_factory=Thresholds)
     unlock: UnlockSpec = msgspec.field(default_factory=UnlockSpec)
     quality: QualitySpec = msgspec.field(default_factory=QualitySpec)
+    release: ReleaseSpec = msgspec.field(default_factory=ReleaseSpec)
     path: Optional[str] = None  # set by load_profile, never read from the file
 
 
 _TABLES = {"cpu": CpuSpec, "runtime": RuntimeSpec, "camera": CameraSpec, "compute": ComputeSpec,
-           "thermal": ThermalSpec, "thresholds": Thresholds, "unlock": UnlockSpec, "quality": QualitySpec}
+           "thermal": ThermalSpec, "thresholds": Thresholds, "unlock": UnlockSpec, "quality": QualitySpec,
+           "release": ReleaseSpec}
 _TYPES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "array": "array",
           "object": "table", "null": "nothing"}
 

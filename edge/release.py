@@ -7,6 +7,9 @@ info``, the web service) gets its models through :func:`open_release`:
    active release ``<$EDGE_RELEASES_DIR or /var/lib/edgesight/releases>/current``;
 2. the trusted key likewise: ``trust`` (``--trust``), else ``$EDGE_TRUST``, else
    ``/etc/edgesight/bundle_signing.pub``;
+
+   (``$EDGE_DEVICE_ROOT`` prefixes both default paths: a device's ``/`` mounted elsewhere, e.g. a
+   test's temporary directory or an SD card's root file system;)
 3. a ``.tar.gz`` is extracted, bounded (:func:`edge.bundle.extract_archive`), into a private
    temporary directory (mode 0700, removed at exit);
 4. the Ed25519 signature over ``manifest.json``, every file's size and sha256, and the absence of
@@ -26,22 +29,28 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bundle import Bundle, BundleInfo, BundleModel, extract_archive, load_bundle, verify_bundle
+from edge.bundle import (Bundle, BundleInfo, BundleModel, canonical_json, extract_archive, load_bundle,
+                         verify_bundle)
 from edge.errors import BundleKeyError, ReleaseNotFoundError
 
 __all__ = ["Release", "open_release", "add_release_args", "release_from_args", "default_bundle",
            "default_trust", "releases_dir", "ENV_BUNDLE", "ENV_TRUST", "ENV_RELEASES_DIR",
-           "DEFAULT_RELEASES_DIR", "DEFAULT_TRUST", "CURRENT", "no_release_help"]
+           "DEFAULT_RELEASES_DIR", "DEFAULT_TRUST", "CURRENT", "no_release_help", "ENV_DEVICE_ROOT", "device_root",
+           "device_path", "release_id"]
 
 ENV_BUNDLE = "EDGE_BUNDLE"
 ENV_TRUST = "EDGE_TRUST"
 ENV_RELEASES_DIR = "EDGE_RELEASES_DIR"
+#: The device's ``/`` (default ``/``): every default device path is taken under it.
+ENV_DEVICE_ROOT = "EDGE_DEVICE_ROOT"
 DEFAULT_RELEASES_DIR = Path("/var/lib/edgesight/releases")
 DEFAULT_TRUST = Path("/etc/edgesight/bundle_signing.pub")
 #: The active release inside the releases directory (a directory, a symlink to one, or a .tar.gz).
@@ -58,9 +67,20 @@ def no_release_help() -> str:
             f"its public key at {default_trust()}.")
 
 
+def device_root() -> Path:
+    """``$EDGE_DEVICE_ROOT`` or ``/``."""
+    return Path(os.environ.get(ENV_DEVICE_ROOT) or "/")
+
+
+def device_path(path: str | Path) -> Path:
+    """An absolute device path (``/etc/edgesight/…``) under :func:`device_root`."""
+    return device_root() / Path(path).relative_to("/")
+
+
 def releases_dir() -> Path:
-    """``$EDGE_RELEASES_DIR`` or ``/var/lib/edgesight/releases``."""
-    return Path(os.environ.get(ENV_RELEASES_DIR) or DEFAULT_RELEASES_DIR)
+    """``$EDGE_RELEASES_DIR`` or ``<device root>/var/lib/edgesight/releases``."""
+    env = os.environ.get(ENV_RELEASES_DIR)
+    return Path(env) if env else device_path(DEFAULT_RELEASES_DIR)
 
 
 def default_bundle() -> Path:
@@ -70,9 +90,20 @@ def default_bundle() -> Path:
 
 
 def default_trust() -> Path:
-    """``$EDGE_TRUST`` or ``/etc/edgesight/bundle_signing.pub``."""
+    """``$EDGE_TRUST`` or ``<device root>/etc/edgesight/bundle_signing.pub``."""
     env = os.environ.get(ENV_TRUST)
-    return Path(env) if env else DEFAULT_TRUST
+    return Path(env) if env else device_path(DEFAULT_TRUST)
+
+
+def release_id(info: BundleInfo) -> str:
+    """The name a verified release has on a device: ``<profile>-<created>-<8 hex of the manifest>``.
+
+    Made from the signed manifest alone, so the workstation, the device's release store and the
+    service's health endpoint all name a release the same way (e.g. ``rpi5-20261205T181710Z-1a2b3c4d``).
+    """
+    created = re.sub(r"[^0-9TZ]", "", info.created) or "undated"
+    digest = hashlib.sha256(canonical_json(info.manifest)).hexdigest()[:8]
+    return f"{info.profile or 'bundle'}-{created}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +130,11 @@ class Release:
     def profile_name(self) -> str:
         """The device profile the bundle was built for (from the signed manifest)."""
         return self.info.profile
+
+    @property
+    def id(self) -> str:
+        """:func:`release_id` of the verified manifest."""
+        return release_id(self.info)
 
     @property
     def roles(self) -> tuple[str, ...]:

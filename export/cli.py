@@ -9,7 +9,8 @@ from export import __version__
 
 
 #: Sub-command modules (``export.cli_<name>`` with ``add_parser(subparsers)``), in help order.
-COMMAND_MODULES = ("cli_classifier", "cli_convert", "cli_build", "cli_keygen", "cli_liveness", "cli_profiles")
+COMMAND_MODULES = ("cli_classifier", "cli_convert", "cli_build", "cli_keygen", "cli_liveness", "cli_profiles",
+                   "cli_flash")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge.errors import EdgeError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, EdgeError) as e:
         print(f"edge-export {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 #: Sub-command modules, each with ``add_parser(subparsers)``; imported in this order. A module
 #: that is not present (a feature not installed) is skipped.
 COMMAND_MODULES = ("models_cmd", "run_cmd", "demo_cmd", "unlock_cmd", "detect_cmd", "eval_cmd",
-                   "bench_cmd", "bundle_cmd", "info_cmd", "serve_cmd", "selftest_cmd")
+                   "bench_cmd", "bundle_cmd", "info_cmd", "serve_cmd", "selftest_cmd", "release_cmd")
 
 
 def _command_modules():

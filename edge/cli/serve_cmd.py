@@ -229,7 +229,8 @@ def cmd_serve(args) -> int:
             runner = DetectionRunner(service).start()
             rel_doc = describe_release(release)
             state = WebState(verifier=verifier, frames=frames, events=events, faces=faces, detect=uploads,
-                             metrics=runner.metrics, release=lambda: rel_doc, bench_dir=args.bench_dir,
+                             metrics=runner.metrics, release=lambda: rel_doc,
+                             release_id=release.id if release is not None else None, bench_dir=args.bench_dir,
                              stream_fps=args.stream_fps,
                              limits=UploadLimits(max_image_bytes=int(args.max_upload_mb * 1024 * 1024)))
             server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning", access_log=False,

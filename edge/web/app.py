@@ -55,6 +55,8 @@ class WebState:
         detect: ``image -> (detections, labels)`` for uploaded images (None: no detector).
         metrics: the detection service's ``/metrics`` (None before it runs).
         release: ``edge info``'s release part.
+        release_id: the id of the release the service runs (:func:`edge.release.release_id`), shown
+            by ``/api/health`` so a flash can tell that the restarted service runs the new one.
         bench_dir: where ``edge bench`` reports are looked for (newest ``bench.json``).
         stream_fps: live-view frames per second at most.
         limits: upload limits.
@@ -68,6 +70,7 @@ class WebState:
     detect: Callable[[Any], tuple] | None = None
     metrics: Callable[[], dict] | None = None
     release: Callable[[], dict] = lambda: {"release": None}
+    release_id: str | None = None
     bench_dir: Path | None = None
     stream_fps: float = 10.0
     limits: UploadLimits = field(default_factory=UploadLimits)
@@ -124,7 +127,7 @@ def create_app(state: WebState) -> FastAPI:
     async def health():
         m = state.metrics() if state.metrics is not None else None
         status = "ok" if m is None or not m.get("error") else "detection_failed"
-        return {"status": status, "version": __version__, "frames": state.frames.seq,
+        return {"status": status, "version": __version__, "release": state.release_id, "frames": state.frames.seq,
                 "fps": None if m is None else m.get("fps"), "detection_running": None if m is None else m.get("running")}
 
     @app.post("/api/session", summary="Trade the token for a page session cookie (GET requests only)")
