@@ -162,9 +162,9 @@ def test_failed_build_leaves_no_half_bundle_and_keeps_the_previous(built, keys, 
     if where == "float_export":
         monkeypatch.setattr(build_model.ModelBuild, "float_onnx", boom)
     else:
-        import export.gates
+        import export.gate_factory
 
-        monkeypatch.setattr(export.gates, "make_gate", boom)
+        monkeypatch.setattr(export.gate_factory, "make_gate", boom)
     code = export_main(["build", "--profile", str(PROFILE), "--out", str(out), "--key", str(keys[0]), *REDUCED])
     assert code == 2
     assert sorted(p.name for p in out.iterdir()) == ["rpi4"], "no temporary directory may be left behind"

@@ -419,7 +419,7 @@ def test_enroll_without_shared_models_and_without_release_says_what_to_do(offlin
     assert edge_main(["unlock", "enroll", "dave", "--source", str(data_dir / "samples" / "face.jpg")]) == 2
     err = capsys.readouterr().err
     for needle in ("no release", "edge-export build", "--bundle", "EDGE_BUNDLE", "EDGE_TRUST",
-                   "/no-releases/current", "yunet_s_640x640.onnx"):
+                   "/no-releases/current", "yunet_s_dynamic.onnx"):
         assert needle in err, needle
     assert "Traceback" not in err
 
