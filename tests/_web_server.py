@@ -62,7 +62,10 @@ class WebServer:
         self.env.pop("EDGE_WEB_TOKEN", None)
         args = [sys.executable, "-m", "edge", "serve", "--source", str(source), "--loop", "--fps", "4",
                 "--listen", f"127.0.0.1:{self.port}", "--token-hash-file", str(self.hash_file), "--threads", "1",
-                "--device", "testcam", "--classes", "person", *extra]
+                "--device", "testcam", "--classes", "person",
+                # each looped image's people are new tracks again (with the default 30 frames they
+                # would live through the 4-image loop and events would stop after the first round)
+                "--max-age", "1", *extra]
         args += ["--liveness-dir", str(liveness_dir)] if liveness_dir is not None else ["--no-liveness"]
         self.log = workdir / "serve.log"
         self._log = open(self.log, "wb")

@@ -50,6 +50,7 @@ def add_parser(sub) -> None:
     d.add_argument("--score", type=fraction(),
                    help="score a detection needs to start a track (default: the profile's, else the card's)")
     d.add_argument("--nms-iou", type=fraction(), help="NMS IoU threshold (default: the profile's, else the card's)")
+    d.add_argument("--max-age", type=integer(1), default=30, help="frames a lost track is kept (default 30)")
     d.add_argument("--threads", type=threads, help="inference threads (default: the profile's, clamped to the cores)")
     d.add_argument("--fps", type=number(0, 1000, low_open=True), help="read the source at most this fast (replay files like a camera)")
     d.add_argument("--loop", action="store_true", help="start an image folder again at its end")
@@ -220,7 +221,8 @@ def cmd_serve(args) -> int:
             faces = _face_service(args, release, ha.publish_face if ha is not None else None, prof)
         detector = create_detector(model, engine_options=eng.kwargs(), score_threshold=low,
                                    nms_iou=thresholds.nms_iou, classes=classes)
-        tracker = ByteTracker(TrackerConfig(high_score=high, low_score=low, new_track_score=high))
+        tracker = ByteTracker(TrackerConfig(high_score=high, low_score=low, new_track_score=high,
+                                            max_age=args.max_age))
         with source:
             service = DetectionService(source, detector, sinks=sinks, tracker=tracker,
                                        zones=ZoneMonitor(zone_config, detector.labels),
