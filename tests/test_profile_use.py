@@ -376,6 +376,8 @@ def test_bench_warns_when_a_run_crosses_the_throttle_limit(tmp_path, model_dir, 
     assert report["device"]["thermal_before"]["cpu_temp_c"] == milli_c / 1000
     warned = "crossed the thermal throttle limit of profile rpi4 (80 °C; hottest reading 85.0 °C" in proc.stderr
     assert warned is crossed
+    # the Markdown summary printed (and written as bench.md) says it too
+    assert ("Thermal throttle limit crossed** (80.0 °C; hottest reading 85.0 °C" in proc.stdout) is crossed
 
 
 def test_thermal_commands_follow_the_profile(tmp_path):

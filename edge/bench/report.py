@@ -161,6 +161,13 @@ class _Config(msgspec.Struct):
     warmup: int | None = None
 
 
+class _ThermalCheck(msgspec.Struct):
+    crossed: bool | None = None
+    throttle_c: Num = None
+    max_temp_c: Num = None
+    firmware_flags: list[str] = []
+
+
 class _Shape(msgspec.Struct):
     results: list[_Result]
     device: _Device
@@ -169,6 +176,7 @@ class _Shape(msgspec.Struct):
     config: _Config | None = None
     interrupted: bool | None = None
     planned: int | None = None
+    thermal_check: _ThermalCheck | None = None
 
 
 def load_report(path: str | Path) -> dict:
@@ -277,6 +285,12 @@ def to_markdown(report: dict) -> str:
     thermal = _thermal_line(report)
     if thermal:
         lines.append(f"Thermal: {thermal}")
+    check = report.get("thermal_check") or {}
+    if check.get("crossed"):
+        hot = check.get("max_temp_c")
+        flags = f"; firmware reports {', '.join(check.get('firmware_flags') or [])}" if check.get("firmware_flags") else ""
+        lines.append(f"**Thermal throttle limit crossed** ({_f(check.get('throttle_c'), 1)} °C; hottest reading "
+                     f"{_f(hot, 1) or '-'} °C{flags}): the latencies below may be pessimistic.")
     prof = report.get("profile")
     if prof:
         c = prof.get("compute") or {}
