@@ -134,6 +134,12 @@ def cases(tmp: Path, models: Path, data: Path) -> list[tuple[str, list[str], str
                 "store-is-a-file", {}, [plain]))
     out.append(("MQTT sink on a closed port", ["edge", "detect", "--source", "synthetic", "--max-frames", "3",
                                                "--sink", "mqtt://127.0.0.1:9/edge"], "127.0.0.1:9", {}, []))
+    inventory = tmp / "fleet.ini"
+    inventory.write_bytes(b"garbage [[[\n\xff\xfe\n")
+    out.append(("fleet inventory garbage", ["edge-export", "flash", str(bomb), "--inventory", str(inventory)],
+                "fleet.ini", {}, []))
+    out.append(("flash target not ssh://", ["edge-export", "flash", str(bomb), "--target", "ftp://pi@127.0.0.1"],
+                "--target", {}, []))
     rep = tmp / "latin1-report.json"
     rep.write_bytes(b'{"kind": "caf\xe9"}')
     out.append(("bench report non-UTF-8", ["edge", "bench", "compare", str(rep), str(rep)], "latin1-report.json", {}, []))
