@@ -6,7 +6,7 @@ the few protobuf messages that describe a graph with the wire-format reader of
 element type, plus its values when it is small (shape vectors, Resize scales, Slice bounds),
 which is all the shape propagation of :mod:`edge.bench.onnx_shapes` needs.
 
-Field numbers are from onnx/onnx.proto (stable since IR version 3).
+Field numbers are the shared table of :mod:`edge.engines.onnx_wire` (onnx/onnx.proto).
 
 Example:
     >>> g = read_graph("yolox_nano_416.onnx")                 # doctest: +SKIP
@@ -22,29 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.engines.onnx_wire import _fields, _read_varint
+from edge.engines.onnx_wire import (_I32, _I64, _LEN, _VARINT, ATTR_F, ATTR_FLOATS, ATTR_I, ATTR_INTS, ATTR_NAME, ATTR_S,
+                                    ATTR_STRINGS, ATTR_T, DIM_VALUE, GRAPH_INITIALIZER, GRAPH_INPUT,
+                                    GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, MODEL_GRAPH, MODEL_OPSET_IMPORT,
+                                    NODE_ATTRIBUTE, NODE_DOMAIN, NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT,
+                                    OPSET_DOMAIN, OPSET_VERSION, SHAPE_DIM, TENSOR_DATA_TYPE, TENSOR_DIMS,
+                                    TENSOR_DOUBLE_DATA, TENSOR_FLOAT_DATA, TENSOR_INT32_DATA, TENSOR_INT64_DATA,
+                                    TENSOR_NAME, TENSOR_RAW_DATA, TENSOR_TYPE_ELEM, TENSOR_TYPE_SHAPE, TYPE_TENSOR,
+                                    VALUE_INFO_NAME, VALUE_INFO_TYPE, _fields, _read_varint)
 from edge.errors import ModelFormatError
 
 __all__ = ["Graph", "Node", "TensorMeta", "read_graph", "parse_graph", "ONNX_DTYPES", "SMALL_TENSOR_ELEMENTS"]
-
-# ModelProto / OperatorSetIdProto
-MODEL_OPSET_IMPORT, MODEL_GRAPH = 8, 7
-OPSET_DOMAIN, OPSET_VERSION = 1, 2
-# GraphProto
-GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO = 1, 5, 11, 12, 13
-# NodeProto
-NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 3, 4, 5, 7
-# AttributeProto
-ATTR_NAME, ATTR_F, ATTR_I, ATTR_S, ATTR_T, ATTR_FLOATS, ATTR_INTS, ATTR_STRINGS = 1, 2, 3, 4, 5, 7, 8, 9
-# TensorProto
-TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_FLOAT_DATA, TENSOR_INT32_DATA = 1, 2, 4, 5
-TENSOR_INT64_DATA, TENSOR_NAME, TENSOR_RAW_DATA, TENSOR_DOUBLE_DATA = 7, 8, 9, 10
-# ValueInfoProto / TypeProto / TypeProto.Tensor / TensorShapeProto / Dimension
-VALUE_INFO_NAME, VALUE_INFO_TYPE = 1, 2
-TYPE_TENSOR = 1
-TENSOR_TYPE_ELEM, TENSOR_TYPE_SHAPE = 1, 2
-SHAPE_DIM = 1
-DIM_VALUE, DIM_PARAM = 1, 2
 
 #: ONNX TensorProto.DataType -> numpy dtype (the element types these graphs use).
 ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
@@ -55,7 +43,6 @@ FLOAT16 = 10
 #: scales, slice bounds); larger ones (weights) keep only their dims.
 SMALL_TENSOR_ELEMENTS = 64
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _INT64_WRAP = 1 << 64
 _INT64_SIGN = 1 << 63
 

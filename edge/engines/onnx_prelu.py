@@ -11,25 +11,21 @@ rewrite ``edge-export`` applies to files).
 Models with quantisation nodes are left alone (int8 graphs are judged as they were gated), as are
 graphs with an opset below 8 (no multidirectional broadcasting in ``Min``).
 
-Field numbers (onnx/onnx.proto): ``ModelProto.opset_import = 8`` (``domain = 1``,
-``version = 2``); ``NodeProto.input = 1``, ``output = 2``, ``name = 3``, ``op_type = 4``,
-``domain = 7``; ``TensorProto.dims = 1``, ``data_type = 2``, ``float_data = 4``, ``name = 8``,
-``raw_data = 9``, ``data_location = 14``.
+Field numbers: the shared table of :mod:`edge.engines.onnx_wire` (onnx/onnx.proto).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge.engines.onnx_wire import (_LEN, _VARINT, GRAPH_INITIALIZER, GRAPH_NODE, MODEL_GRAPH, _fields, _graph,
-                                    _read_varint, _write_varint)
+from edge.engines.onnx_wire import (_LEN, _VARINT, GRAPH_INITIALIZER, GRAPH_NODE, MODEL_GRAPH, MODEL_OPSET_IMPORT,
+                                    NODE_DOMAIN, NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT, OPSET_DOMAIN,
+                                    OPSET_VERSION, TENSOR_DATA_LOCATION, TENSOR_DATA_TYPE, TENSOR_DIMS,
+                                    TENSOR_FLOAT_DATA, TENSOR_NAME, TENSOR_RAW_DATA, _fields, _graph, _read_varint,
+                                    _write_varint)
 
 __all__ = ["rewrite_prelu"]
 
-MODEL_OPSET = 8
-OPSET_DOMAIN, OPSET_VERSION = 1, 2
-NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_DOMAIN = 1, 2, 3, 4, 7
-TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_FLOAT_DATA, TENSOR_NAME, TENSOR_RAW, TENSOR_LOCATION = 1, 2, 4, 8, 9, 14
 FLOAT32 = 1
 _QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 
@@ -52,7 +48,7 @@ def _tensor(name: str, values: np.ndarray) -> bytes:
     v = np.ascontiguousarray(values, dtype="<f4")
     msg = b"".join(_varint_field(TENSOR_DIMS, int(d)) for d in v.shape)
     return msg + _varint_field(TENSOR_DATA_TYPE, FLOAT32) + _len_field(TENSOR_NAME, name.encode()) \
-        + _len_field(TENSOR_RAW, v.tobytes())
+        + _len_field(TENSOR_RAW_DATA, v.tobytes())
 
 
 def _parse_node(node) -> dict:
@@ -90,11 +86,11 @@ def _float_initializer(msg) -> tuple[str | None, np.ndarray | None]:
                     dims.append(d)
         elif field == TENSOR_DATA_TYPE and wt == _VARINT:
             dtype = _read_varint(msg, a)[0]
-        elif field == TENSOR_RAW and wt == _LEN:
+        elif field == TENSOR_RAW_DATA and wt == _LEN:
             raw = bytes(msg[a:b])
         elif field == TENSOR_FLOAT_DATA and wt == _LEN:
             floats = np.frombuffer(bytes(msg[a:b]), "<f4")
-        elif field == TENSOR_LOCATION and wt == _VARINT and _read_varint(msg, a)[0] == 1:
+        elif field == TENSOR_DATA_LOCATION and wt == _VARINT and _read_varint(msg, a)[0] == 1:
             external = True
     if dtype != FLOAT32 or external:
         return name, None
@@ -107,7 +103,7 @@ def _float_initializer(msg) -> tuple[str | None, np.ndarray | None]:
 
 def _default_opset(model) -> int | None:
     for field, wt, a, b, _ in _fields(model):
-        if field == MODEL_OPSET and wt == _LEN:
+        if field == MODEL_OPSET_IMPORT and wt == _LEN:
             domain, version = "", None
             for f2, wt2, a2, b2, _ in _fields(model[a:b]):
                 if f2 == OPSET_DOMAIN and wt2 == _LEN:

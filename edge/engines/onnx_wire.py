@@ -7,25 +7,35 @@ the file. The fix is to drop those entries from ``graph.input``; initialisers st
 so the output is unchanged. ``edge/`` must not import ``onnx`` (it is not installed on devices), so this module
 reads and rewrites the two message levels involved directly.
 
-Field numbers are from onnx/onnx.proto: ``ModelProto.graph = 7``; ``GraphProto.initializer = 5``,
-``GraphProto.input = 11``, ``GraphProto.node = 1``; ``NodeProto.input = 1``,
-``NodeProto.attribute = 5``; ``AttributeProto.g = 6``, ``AttributeProto.graphs = 11``;
-``TensorProto.name = 8``; ``ValueInfoProto.name = 1``.
+The field numbers below, from onnx/onnx.proto (stable since IR version 3), are the one table the
+device's ONNX readers share (this module, :mod:`edge.engines.onnx_prelu`,
+:mod:`edge.bench.onnx_graph`).
 """
 
 from __future__ import annotations
 
-MODEL_GRAPH = 7
-GRAPH_NODE = 1
-NODE_INPUT = 1
-NODE_ATTRIBUTE = 5
-ATTRIBUTE_G = 6
-ATTRIBUTE_GRAPHS = 11
-GRAPH_INITIALIZER = 5
-GRAPH_INPUT = 11
-TENSOR_NAME = 8
-VALUE_INFO_NAME = 1
+# ModelProto / OperatorSetIdProto
+MODEL_OPSET_IMPORT, MODEL_GRAPH = 8, 7
+OPSET_DOMAIN, OPSET_VERSION = 1, 2
+# GraphProto
+GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO = 1, 5, 11, 12, 13
+# NodeProto
+NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 3, 4, 5, 7
+# AttributeProto
+ATTR_NAME, ATTR_F, ATTR_I, ATTR_S, ATTR_T, ATTR_G, ATTR_FLOATS, ATTR_INTS, ATTR_STRINGS, ATTR_GRAPHS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
+ATTRIBUTE_G, ATTRIBUTE_GRAPHS = ATTR_G, ATTR_GRAPHS
+# TensorProto
+TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_FLOAT_DATA, TENSOR_INT32_DATA = 1, 2, 4, 5
+TENSOR_INT64_DATA, TENSOR_NAME, TENSOR_RAW_DATA, TENSOR_DOUBLE_DATA, TENSOR_DATA_LOCATION = 7, 8, 9, 10, 14
+# ValueInfoProto / TypeProto / TypeProto.Tensor / TensorShapeProto / Dimension
+VALUE_INFO_NAME, VALUE_INFO_TYPE = 1, 2
+TYPE_TENSOR = 1
+TENSOR_TYPE_ELEM, TENSOR_TYPE_SHAPE = 1, 2
+SHAPE_DIM = 1
+DIM_VALUE, DIM_PARAM = 1, 2
 
+# wire types
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 
