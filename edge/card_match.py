@@ -26,7 +26,7 @@ from edge.errors import ModelCardError
 #: A card's float range may exceed what the model represents by this factor (rounding, clipping
 #: of rare extreme pixels) before it is called a contradiction.
 RANGE_SLACK = 1.5
-_INT_RANGES = ("uint8", "int8")
+_INTEGER_DTYPES = ("uint8", "int8")
 
 
 def _pairs(card: ModelCard, engine: Engine) -> list[tuple[InputSpec, TensorInfo]]:
@@ -70,11 +70,11 @@ def check_card_matches(card: ModelCard, engine: Engine, where: str | None = None
             continue  # OpenCV's DNN reports neither dtypes nor (without the card) shapes
         quantised = tensor.quantization is not None and tensor.quantization[0] > 0
         model_int = quantised or tensor.dtype.kind in "iu"
-        if spec.dtype in _INT_RANGES and not model_int:
+        if spec.dtype in _INTEGER_DTYPES and not model_int:
             raise ModelCardError(f"{field}: dtype {spec.dtype} (raw pixels) but the model's input is "
                                  f"{tensor.dtype} and not quantised; expected dtype float32 with the "
                                  f"model's mean/std")
-        if spec.dtype not in _INT_RANGES and quantised:
+        if spec.dtype not in _INTEGER_DTYPES and quantised:
             lo, hi = _float_range(spec)
             q_lo, q_hi = _quantised_range(tensor)
             span, q_span = hi - lo, q_hi - q_lo
