@@ -14,7 +14,10 @@ LFW crops (100 people × 2; 100 genuine / 19,800 impostor pairs, FAR resolution 
 upscaled ×2 into a 640×480 frame and run through the whole pipeline (a face not found rejects its
 pairs). The threshold is the one that gives FAR ≤ 1e-3 on these pairs, per pipeline.
 
-Rows: ``DEFAULT`` is exactly ``create_pipeline()`` (what a user gets without options). Rows that
+Rows: ``DEFAULT`` is exactly ``create_pipeline()`` (what a user gets without options) run as
+``edge unlock verify`` runs it on a stream: through ``FaceTracker`` (every frame detected near the
+last face, or whole when needed, then aligned, checked and embedded). The next row is the same
+pipeline searching every frame whole, as for a still image. Rows that
 need an opt-in say so; configurations that cannot ship by default are labelled in their own rows
 (a non-commercial model; an int8 SFace that fails the project's accuracy gate).
 
@@ -120,7 +123,8 @@ def release_runner(bundle: Path, trust: Path | None) -> EdgeRunner:
     pipe = face_pipeline_from_release(rel, threads=THREADS, liveness=False)
     names = " + ".join(Path(role_model(rel, r).model_path).name for r in ("face_detector", "face_embedder"))
     size = (FRAME_W, FRAME_H) if pipe.detect_size is None else pipe.detect_size
-    return EdgeRunner(f"DEFAULT on a device with the {rel.profile_name} release: {names}", pipe, size)
+    return EdgeRunner(f"DEFAULT on a device with the {rel.profile_name} release: {names} (as verify runs it)", pipe,
+                      size, tracked=True)
 
 
 def edge_variants(liveness_dir: Path | None, int8_sface: Path | None = None) -> list[EdgeRunner]:
@@ -130,10 +134,12 @@ def edge_variants(liveness_dir: Path | None, int8_sface: Path | None = None) -> 
         # exactly create_pipeline()'s defaults: YuNet's dynamic graph fitted as the 640x640 graph
         # fits a frame (a 640x480 frame is detected at its own size) and the registry's SFace ONNX
         # (whose PRelus onnxruntime runs on fast kernels: edge.engines.onnx_prelu)
-        ("DEFAULT create_pipeline(): yunet fit 640x640 + sface_2021dec_fp32", {}, full, False),
+        # what `edge unlock verify` runs on a stream (edge.unlock.verify follows the face)
+        ("DEFAULT create_pipeline() as verify runs it on a stream (FaceTracker): yunet fit 640x640 + "
+         "sface_2021dec_fp32", {}, full, True),
+        ("create_pipeline() on every frame whole (a still image's path)", {}, full, False),
         ("edge yunet@640x480 + sface_fp32 (detect_size=(640,480): dynamic graph, no padding)",
          dict(detect_size=full), full, False),
-        ("edge yunet@640x480 + sface_fp32, tracked (FaceTracker)", dict(detect_size=full), full, True),
         ("edge yunet@320x240 + sface_fp32 (detect_size=(320,240))", dict(detect_size=fast), fast, False),
         ("edge yunet@320x240 + sface_fp32, tracked (FaceTracker)", dict(detect_size=fast), fast, True),
     ]
@@ -152,7 +158,7 @@ def edge_variants(liveness_dir: Path | None, int8_sface: Path | None = None) -> 
     if liveness_dir is not None:  # the default configuration with the MiniFASNet pair it uses when installed
         out.append(EdgeRunner("DEFAULT create_pipeline() + liveness (MiniFASNet pair; OpenCV has none)",
                               create_pipeline(threads=THREADS, liveness_dir=liveness_dir, liveness=True),
-                              full, liveness=True))
+                              full, liveness=True, tracked=True))
     return out
 
 

@@ -153,20 +153,41 @@ def test_second_larger_face_entering_is_seen_at_once(setup, people):
 
 
 def test_fixed_input_detector_is_never_given_a_region(setup):
-    """A detector that resizes to 640x640 (the fixed graph bundles ship, or the dynamic graph fitted
-    as it, create_pipeline()'s default) would enlarge a region to it: always the whole frame."""
+    """A detector that resizes to 640x640 itself (the fixed graph) would enlarge a region to it:
+    always the whole frame."""
     from edge.face.pipeline import FacePipeline
     from edge.vision.face_detectors import create_face_detector
 
     pipe, face = setup
-    with create_pipeline(threads=1, liveness=False) as default:
-        assert not FaceTracker(default).uses_regions
     with create_face_detector("yunet", threads=1) as det:
         tr = FaceTracker(FacePipeline(det, pipe.embedder))
         assert not tr.uses_regions
         for x in (100, 104):
             assert tr.analyze(_frame(face, x, 100), check_liveness=False).largest is not None
             assert tr.last_full
+    with create_face_detector("yunet", threads=1) as det, pytest.raises(ValueError, match="fit_size"):
+        FacePipeline(det, pipe.embedder, fit_size=(640, 640))
+
+
+def test_default_pipeline_tracks_at_the_whole_frames_scale(setup):
+    """create_pipeline()'s default fits frames as the 640x640 graph: the fit is the pipeline's, so
+    a region is detected at the whole frame's scale and the tracker can follow a face — for a
+    640x480 frame (scale 1) and for a small frame the fit enlarges (scale 2)."""
+    _, face = setup
+    with create_pipeline(threads=1, liveness=False) as default:
+        tr = FaceTracker(default, redetect_every=100)
+        assert tr.uses_regions
+        for size, scale in (((W, H), 1), ((W // 2, H // 2), 0.5)):
+            tr.reset()
+            for i, x in enumerate((60, 66, 72, 80)):
+                f = cv2.resize(_frame(face, x, 100), size, interpolation=cv2.INTER_AREA) if scale != 1 else \
+                    _frame(face, x, 100)
+                got, ref = tr.analyze(f, check_liveness=False).largest, default.analyze(f, max_faces=1).largest
+                assert got is not None and ref is not None
+                assert tr.last_full == (i == 0)  # searched whole only at the start
+                side = ref.box[3] - ref.box[1]
+                np.testing.assert_allclose(got.box, ref.box, atol=0.06 * side)
+                assert float(got.embedding.vector @ ref.embedding.vector) > 0.7
 
 
 def test_default_detects_as_the_640_graph_without_its_padding(data_dir):
@@ -177,11 +198,11 @@ def test_default_detects_as_the_640_graph_without_its_padding(data_dir):
     img = load_image(data_dir / "faces/deepface/img10.jpg")
     frames = [img, cv2.resize(img, (640, 480)), cv2.resize(img, (200, 150))]
     with create_pipeline(threads=1, liveness=False) as p, create_face_detector("yunet", threads=1) as fixed:
-        assert p.detector.fit_size == (640, 640) and not p.detector.fixed_input
+        assert p.fit_size == (640, 640) and not p.detector.fixed_input
         for f in frames:
-            got, ref = p.detector.detect(f), fixed.detect(f)
-            assert len(got.score) == len(ref.score) >= 1
+            got, ref = p.detect(f), fixed.detect(f)
+            assert len(got.scores) == len(ref.score) >= 1
             # the fixed graph's padding is zeros in its input but not inside the network: boxes
             # agree to a small fraction of a pixel, not bit for bit
-            np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=0.5)
-            np.testing.assert_allclose(got.keypoints, ref.keypoints, atol=0.5)
+            np.testing.assert_allclose(got.boxes, ref.xyxy, atol=0.5)
+            np.testing.assert_allclose(got.landmarks, ref.keypoints, atol=0.5)

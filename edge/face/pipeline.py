@@ -56,7 +56,13 @@ class FacePipeline:
         quality: thresholds of the quality checks.
         detect_size: ``(width, height)`` box the frame is shrunk into (aspect kept) before
             detection; landmarks are scaled back, and alignment uses the full-resolution frame.
-            ``None`` detects on the frame as is.
+            ``None`` detects on the frame as is (or as ``fit_size`` says).
+        fit_size: with ``detect_size`` unset, resize every frame as a fixed ``fit_size`` graph
+            would (aspect kept, bilinear, enlarging a small frame too) before a dynamic-size
+            detector pads it to its stride — the fixed graph's detections without the work on
+            its padding. The scale is the whole frame's, also when only a region of it is
+            searched (:class:`~edge.face.tracking.FaceTracker`), so a region is detected exactly
+            at the scale the frame is.
         target_far: false-accept rate :meth:`threshold` reads from the embedder's card.
 
     Example:
@@ -66,7 +72,8 @@ class FacePipeline:
     """
 
     def __init__(self, detector, embedder, liveness=None, quality: QualityConfig = QualityConfig(), *,
-                 detect_size: tuple[int, int] | None = None, target_far: float = DEFAULT_TARGET_FAR) -> None:
+                 detect_size: tuple[int, int] | None = None, fit_size: tuple[int, int] | None = None,
+                 target_far: float = DEFAULT_TARGET_FAR) -> None:
         self.detector = detector
         self.embedder = embedder
         self.liveness = liveness
@@ -74,6 +81,11 @@ class FacePipeline:
         if detect_size is not None and (len(detect_size) != 2 or min(detect_size) <= 0):
             raise ValueError(f"detect_size must be (width, height) > 0, got {detect_size!r}")
         self.detect_size = None if detect_size is None else (int(detect_size[0]), int(detect_size[1]))
+        if fit_size is not None and (len(fit_size) != 2 or min(fit_size) <= 0):
+            raise ValueError(f"fit_size must be (width, height) > 0, got {fit_size!r}")
+        if fit_size is not None and getattr(detector, "fixed_input", False):
+            raise ValueError("fit_size is for a detector of dynamic input size (a fixed graph fits frames itself)")
+        self.fit_size = None if fit_size is None else (int(fit_size[0]), int(fit_size[1]))
         self.target_far = float(target_far)
 
     # ---------------------------------------------------------------- helpers
@@ -87,9 +99,11 @@ class FacePipeline:
 
     def _detect(self, bgr: np.ndarray, roi: tuple[int, int, int, int] | None = None):
         h, w = bgr.shape[:2]
-        scale = 1.0
+        scale, interpolation = 1.0, cv2.INTER_AREA
         if self.detect_size is not None:  # the frame's scale, also for a region of it
             scale = min(self.detect_size[0] / w, self.detect_size[1] / h, 1.0)
+        elif self.fit_size is not None:  # as the fixed graph resizes the frame (bilinear, either way)
+            scale, interpolation = min(self.fit_size[0] / w, self.fit_size[1] / h), cv2.INTER_LINEAR
         x0 = y0 = 0
         if roi is not None:  # detect inside a region of the frame only; results in frame pixels
             x0, y0, x1, y1 = _clip_roi(roi, bgr.shape)
@@ -103,9 +117,11 @@ class FacePipeline:
             bgr = bgr[y0:y1, x0:x1]
             h, w = bgr.shape[:2]
         small = bgr
-        if scale < 1.0:
-            small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
-                               interpolation=cv2.INTER_AREA)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if self.fit_size is not None:  # never beyond the fitted graph's own size
+            size = (min(size[0], self.fit_size[0]), min(size[1], self.fit_size[1]))
+        if size != (w, h):
+            small = cv2.resize(bgr, size, interpolation=interpolation)
         dets = self.detector.detect(small)
         if dets.keypoints is None:
             raise FaceError(f"the face detector {type(self.detector).__name__} gives no landmarks; "
@@ -115,8 +131,10 @@ class FacePipeline:
             kps = _blazeface_to_five(kps)
         if kps.shape[1] != 5:
             raise FaceError(f"expected 5 landmarks per face, the detector gives {kps.shape[1]}")
-        sx = w / small.shape[1]
-        sy = h / small.shape[0]
+        if self.fit_size is not None:  # back by the fit's own scale, as the fixed graph's boxes are
+            sx = sy = 1.0 / scale
+        else:
+            sx, sy = w / small.shape[1], h / small.shape[0]
         boxes = np.asarray(dets.xyxy, np.float64) * np.array([sx, sy, sx, sy]) + np.array([x0, y0, x0, y0])
         kps = kps * np.array([sx, sy]) + np.array([x0, y0])
         return boxes, np.asarray(dets.score, np.float64), kps
@@ -321,12 +339,10 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
 
         emb_src = optimized_card(str(embedder)) or emb_src
     det_name = detector
-    opts = {}
     if detector == "yunet":
         det_name = "yunet_dynamic"  # at the reduced size, rather than letterboxed into 640×640
-        if detect_size is None:  # the 640×640 graph's detections without its padding
-            opts["fit_size"] = DEFAULT_FIT_SIZE
-    det = create_face_detector(det_name, engine_options=eng, **opts)
+    fit_size = DEFAULT_FIT_SIZE if detector == "yunet" and detect_size is None else None
+    det = create_face_detector(det_name, engine_options=eng)
     try:
         emb = create_embedder(emb_src, backend=backend, engine_options=eng)
     except Exception:
@@ -346,4 +362,4 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
                                 f"were found in {', '.join(map(str, dirs)) or 'any directory'}: "
                                 "run `edge-export liveness --out DIR` and pass --liveness-dir DIR "
                                 "(or `make demo`, which installs them where they are found without options)")
-    return FacePipeline(det, emb, live, quality, detect_size=detect_size, target_far=target_far)
+    return FacePipeline(det, emb, live, quality, detect_size=detect_size, fit_size=fit_size, target_far=target_far)

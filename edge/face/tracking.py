@@ -12,11 +12,13 @@ region around the last box; the whole frame is searched again when
 
 Every frame still gets a fresh detection, so landmarks, alignment, liveness and the embedding are
 those of the face in this frame; the frame is analysed once (the region's detections are reused).
-A still image has no previous frame: it is always a full detection. A pipeline whose detector
-resizes its input to a set size (the fixed 640×640 YuNet graph, or the dynamic one fitted as it,
-``create_pipeline()``'s default) is always run on the whole frame: a region would be enlarged to
-that size, costing more than the frame and detecting at another scale. Give the pipeline a
-``detect_size`` to track.
+A still image has no previous frame: it is always a full detection. A detector that resizes its
+input to a set size itself (a fixed 640×640 YuNet graph, as bundles ship it) is always run on the
+whole frame: a region would be enlarged to that size, costing more than the frame and detecting at
+another scale. ``create_pipeline()``'s default fits frames as that graph does in the pipeline
+(``FacePipeline.fit_size``), at the whole frame's scale, so it can follow a face; so can a
+pipeline with a ``detect_size``. :func:`edge.unlock.verify.verify` follows the face on every
+stream.
 
 Example:
     >>> tracker = FaceTracker(create_pipeline(detect_size=(320, 240)))     # doctest: +SKIP
@@ -68,6 +70,7 @@ class FaceTracker:
         self.redetect_every = int(redetect_every)
         self.change_level = float(change_level)
         det = getattr(pipeline, "detector", None)
+        # a detector that fits frames itself would enlarge a region to its own size
         self.uses_regions = not (getattr(det, "fixed_input", False) or getattr(det, "fit_size", None) is not None)
         self._box: np.ndarray | None = None
         self._blocks: np.ndarray | None = None

@@ -180,7 +180,8 @@ def _judge_frame(frame: Frame, analysis, templates, threshold: float, require_li
 
 def verify(pipeline, frames: Iterable[Frame], templates: Mapping[str, Sequence[FaceEmbedding]], *,
            threshold: float, policy: VerifyPolicy = VerifyPolicy(), claimed_user: str | None = None,
-           still: bool = False, clock: Callable[[], float] = time.monotonic) -> VerifyDecision:
+           still: bool = False, track: bool = True,
+           clock: Callable[[], float] = time.monotonic) -> VerifyDecision:
     """Run one verification attempt.
 
     Args:
@@ -192,6 +193,12 @@ def verify(pipeline, frames: Iterable[Frame], templates: Mapping[str, Sequence[F
         policy: the k-of-n rule, timeout and liveness requirement.
         claimed_user: the user asked for (reported on rejection).
         still: the source is one still image: decide on that frame alone.
+        track: on a stream, follow the largest face between frames
+            (:class:`~edge.face.tracking.FaceTracker`: detection near the last face, the whole
+            frame searched again when it is lost, moves out, someone larger may have entered, or
+            periodically). Every frame still gets its own detection, alignment, quality, liveness
+            and embedding; only the largest face of a frame is analysed (``FrameResult.faces`` is
+            then 0 or 1).
         clock: monotonic seconds (tests inject a fake).
 
     Raises:
@@ -219,8 +226,13 @@ def verify(pipeline, frames: Iterable[Frame], templates: Mapping[str, Sequence[F
         return VerifyDecision(accepted, user, reason, tuple(results), float(threshold), k, n,
                               (time.perf_counter() - t_start) * 1e3, policy.require_liveness)
 
+    analyze = pipeline.analyze
+    if track and not still:
+        from edge.face.tracking import FaceTracker
+
+        analyze = FaceTracker(pipeline).analyze  # a new tracker per attempt: nothing carried over
     for frame in frames:
-        analysis = pipeline.analyze(frame)
+        analysis = analyze(frame)
         result = _judge_frame(frame, analysis, templates, threshold, policy.require_liveness)
         results.append(result)
         window.append(result.passed)
