@@ -100,6 +100,9 @@ class RoleData:
         evaluation: the report split (what the gate measures unless :meth:`selecting` is used).
         selection: the split choices are made on.
         labelled: labelled-classification source (CSV or folder, :mod:`edge.evaluate.classification`).
+        pairs: the user's face pairs ``(file_a, file_b, same)`` of all splits (:mod:`export.face_pairs`;
+            each pair within one split); the embedder gate uses those of its split. Empty: the
+            built-in LFW people, every pair of the split.
     """
 
     role: Role
@@ -108,6 +111,7 @@ class RoleData:
     note: str
     selection: tuple[Path, ...] = ()
     labelled: Path | None = None
+    pairs: tuple[tuple[Path, Path, bool], ...] = ()
 
     def __post_init__(self) -> None:
         sides = {"calibration": set(self.calibration), "selection": set(self.selection),
@@ -130,7 +134,7 @@ class RoleData:
         if not self.selection:
             raise ValueError(f"{self.role.value}: no selection split")
         return RoleData(self.role, self.calibration, self.selection, f"selection split of: {self.note}",
-                        labelled=self.labelled)
+                        labelled=self.labelled, pairs=self.pairs)
 
     def record(self) -> dict:
         """JSON-ready description of the three splits: counts and hashes (:func:`split_record`)."""

@@ -42,8 +42,8 @@ from export.roles import Role, RoleData
 __all__ = ["UserInputs", "UserInputError", "parse_role_paths", "load_build_file", "user_role_data",
            "prepare_user_source", "USER_ROLES", "coco_json_to_yolo"]
 
-#: Roles that take user data today (face roles keep the built-in LFW/deepface data).
-USER_ROLES = ("classifier", "detector")
+#: Roles that take user data today (the face detector and liveness keep the built-in data).
+USER_ROLES = ("classifier", "detector", "face_embedder")
 _BUILD_KEYS = {"profile", "out", "key", "only", "formats", "imgsz", "max_calibration", "source", "data", "calibration",
                "accept_licence", "embedder", "board_timings"}
 
@@ -219,6 +219,17 @@ def user_role_data(role: str, data: Path | None, calibration: Path | None, *, wo
             base = RoleData(r, s3.calibration, s3.report, f"user detection data {data}: {len(s3.calibration)} "
                             f"calibration / {len(s3.selection)} selection / {len(s3.report)} report images",
                             selection=s3.selection)
+        elif r is Role.FACE_EMBEDDER:
+            from export.face_pairs import read_face_pairs, split_face_pairs
+
+            sp = split_face_pairs(read_face_pairs(Path(data)))
+            counts = {n: sp.counts(n) for n in ("selection", "report")}
+            base = RoleData(r, sp.calibration, sp.report, f"user face pairs {data} split by person: "
+                            f"{sp.people['calibration']} people ({len(sp.calibration)} images) calibration / "
+                            f"{sp.people['selection']} selection ({counts['selection'][0]} genuine, "
+                            f"{counts['selection'][1]} impostor pairs) / {sp.people['report']} report "
+                            f"({counts['report'][0]} genuine, {counts['report'][1]} impostor pairs)",
+                            selection=sp.selection, pairs=sp.pairs)
         else:
             raise UserInputError(f"--data {role}: user data is supported for {', '.join(USER_ROLES)}")
     except ValueError as e:
@@ -232,7 +243,7 @@ def user_role_data(role: str, data: Path | None, calibration: Path | None, *, wo
     if not cal:
         raise UserInputError(f"--calibration {role}={calibration}: no image outside the selection/report splits")
     return RoleData(base.role, cal, base.evaluation, f"{base.note}; calibration replaced by {len(cal)} images "
-                    f"of {calibration}", selection=base.selection, labelled=base.labelled)
+                    f"of {calibration}", selection=base.selection, labelled=base.labelled, pairs=base.pairs)
 
 
 # -- sources ---------------------------------------------------------------------------------------
