@@ -68,6 +68,10 @@ class UserInputs:
                     raise UserInputError(f"{opt} {role}=…: unknown role {role!r} (valid: {', '.join(ROLES)})")
                 if opt != "--source" and role not in USER_ROLES:
                     raise UserInputError(f"{opt} {role}=…: user data is supported for {', '.join(USER_ROLES)}")
+                if opt == "--source":
+                    from export.torch_src import split_net_spec
+
+                    p = split_net_spec(p)[1]  # NET:WEIGHTS names a network (export.torch_src)
                 if not (opt == "--source" and _packaged_config("source", str(p))) and not Path(p).exists():  # a packaged Ultralytics config is found by name
                     raise UserInputError(f"{opt} {role}={p}: no such file or folder")
         if self.imgsz <= 0 or self.imgsz % 32:
@@ -113,7 +117,7 @@ def load_build_file(path: str | Path) -> dict:
         if k in out:
             if not isinstance(out[k], dict) or not all(isinstance(v, str) for v in out[k].values()):
                 raise UserInputError(f"build file {p}: [{k}] must map roles to path strings")
-            out[k] = {role: Path(v) if _packaged_config(k, v) else base / v for role, v in out[k].items()}
+            out[k] = {role: _build_file_path(k, v, base) for role, v in out[k].items()}
     for k in ("only", "formats"):
         if k in out and (not isinstance(out[k], list) or not all(isinstance(v, str) for v in out[k])):
             raise UserInputError(f"build file {p}: {k} must be a list of strings")
@@ -121,6 +125,19 @@ def load_build_file(path: str | Path) -> dict:
         if k in out and not isinstance(out[k], int):
             raise UserInputError(f"build file {p}: {k} must be an integer")
     return out
+
+
+def _build_file_path(table: str, value: str, base: Path) -> Path:
+    """A build file's path, relative to the file (a packaged Ultralytics config by name; ``NET:`` kept)."""
+    if _packaged_config(table, value):
+        return Path(value)
+    if table == "source":
+        from export.torch_src import split_net_spec
+
+        net, rest = split_net_spec(value)
+        if net is not None:
+            return Path(f"{net}:{base / rest}")
+    return base / value
 
 
 def _packaged_config(table: str, value: str) -> bool:
@@ -263,8 +280,31 @@ def _register_labels(card_path: Path) -> None:
             shutil.copyfile(src, dst)
 
 
-def prepare_user_source(role: str, path: Path, work: Path, imgsz: int) -> Path:
-    """A model file with a card the build can use: ONNX + card as given, Ultralytics exported.
+def data_classes(data: Path | None) -> list[str] | None:
+    """Class names of the user's classifier data: sorted class folders (as torchvision's
+    ``ImageFolder``) or the sorted ``label`` values of its CSV; ``None`` when it names none."""
+    import csv as _csv
+
+    if data is None:
+        return None
+    src = Path(data)
+    csv = src / "labels.csv" if src.is_dir() and (src / "labels.csv").is_file() else src
+    if csv.is_file():
+        try:
+            with open(csv, newline="", encoding="utf-8") as f:
+                labels = {r["label"].strip() for r in _csv.DictReader(f) if (r.get("label") or "").strip()}
+        except (OSError, UnicodeDecodeError, KeyError, _csv.Error):
+            return None
+        return sorted(labels) or None
+    if src.is_dir():
+        return sorted(d.name for d in src.iterdir() if d.is_dir() and not d.name.startswith(".")) or None
+    return None
+
+
+def prepare_user_source(role: str, path: Path, work: Path, imgsz: int, data: Path | None = None) -> Path:
+    """A model file with a card the build can use: ONNX + card as given, Ultralytics and state dicts exported.
+
+    ``data`` is the user's data of the role (the class names of a state dict classifier).
 
     Returns:
         the ``.onnx`` path (its card beside it).
@@ -275,6 +315,15 @@ def prepare_user_source(role: str, path: Path, work: Path, imgsz: int) -> Path:
     from edge.registry import find_card
     from export.roles import role_of
 
+    from export.torch_src import is_state_dict_source
+
+    if is_state_dict_source(path):
+        from export.torch_src import export_state_dict_onnx
+
+        onnx_path, card_path = export_state_dict_onnx(role, path, work / "user_sources",
+                                                      data_classes=data_classes(data) if role == "classifier" else None)
+        _register_labels(card_path)
+        return Path(onnx_path)
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".pt", ".yaml", ".yml"):
@@ -297,8 +346,8 @@ def prepare_user_source(role: str, path: Path, work: Path, imgsz: int) -> Path:
             raise UserInputError(f"--source {role}={p}: no card beside it ({p.stem}.json or {p.name}.json); "
                                  "an ONNX source needs one (preprocessing, task, labels)")
     else:
-        raise UserInputError(f"--source {role}={p}: expected an .onnx with its card, a card .json, or an "
-                             "Ultralytics .pt/.yaml")
+        raise UserInputError(f"--source {role}={p}: expected an .onnx with its card, a card .json, an "
+                             "Ultralytics .pt/.yaml, or a state dict of a known network ([NET:]weights.pth)")
     if not onnx_path.is_file():
         raise UserInputError(f"--source {role}={p}: the card's model file {onnx_path} does not exist")
     if role_of(card).value != role:
@@ -330,12 +379,12 @@ def apply_user_inputs(sources: list, user: UserInputs, work: Path, progress=lamb
             raise UserInputError(f"{opt} {extra[0]}=…: that role is not being built (check --only)")
     out = []
     for s in sources:
-        if s.role in user.sources:
-            progress(f"{s.role}: preparing the user's model {user.sources[s.role]}")
-            onnx_path = prepare_user_source(s.role, Path(user.sources[s.role]), work, user.imgsz)
-            out.append(SourceModel(s.role, onnx_path.stem, path=onnx_path))
-        else:
+        if s.role not in user.sources:
             out.append(s)
+        elif not any(o.role == s.role for o in out):  # one user model replaces all the role's built-in ones
+            progress(f"{s.role}: preparing the user's model {user.sources[s.role]}")
+            onnx_path = prepare_user_source(s.role, user.sources[s.role], work, user.imgsz, user.data.get(s.role))
+            out.append(SourceModel(s.role, onnx_path.stem, path=onnx_path))
     # one source per role with user data (liveness has two built-in models: user data is not for it)
     data = {}
     for role in sorted(set(user.data) | set(user.calibration)):
