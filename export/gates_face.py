@@ -78,7 +78,11 @@ class FaceDetectorGate(Gate):
 
 
 class FaceEmbedderGate(Gate):
-    """ROC AUC, TAR at FAR, mean cosine float vs variant, and a re-derived match threshold."""
+    """ROC AUC, TAR at FAR, mean cosine float vs variant, and a re-derived match threshold.
+
+    The pairs are every pair of the split's LFW images, or the user's pairs of the split
+    (``RoleData.pairs``, :mod:`export.face_pairs`).
+    """
 
     role = Role.FACE_EMBEDDER
 

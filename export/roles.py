@@ -19,7 +19,9 @@ liveness        deepface photos, 50 %            deepface photos, 50 %       ant
 ==============  ===============================  ==========================  ===============================
 
 The embedder's LFW people are split by person (the folder name), so the threshold derived on the
-selection pairs is checked on pairs of other people. ``labels.csv`` of ``imagenet_samples`` gives
+selection pairs is checked on pairs of other people. The user's data (``--data``) replaces a
+role's row, split the same way (:mod:`export.user_build`; the embedder's pairs by person,
+:mod:`export.face_pairs`). ``labels.csv`` of ``imagenet_samples`` gives
 the classifier's labelled top-1 / top-5 on the selection and report splits.
 """
 

@@ -3,14 +3,24 @@
 Per role, a user may give:
 
 - a **source** (``--source ROLE=PATH``): an ONNX file with its card (``model.json`` /
-  ``model.onnx.json`` beside it, or the card JSON itself), or an Ultralytics ``.pt`` / ``.yaml``
-  (detector; exported with its class names at ``--imgsz``, nothing downloaded);
+  ``model.onnx.json`` beside it, or the card JSON itself), an Ultralytics ``.pt`` / ``.yaml``
+  (detector; exported with its class names at ``--imgsz``, nothing downloaded), or a known
+  network's PyTorch state dict, ``[NET:]weights.pth`` (MobileNetV2/V3 classifier, MiniFASNet
+  liveness; :mod:`export.torch_src`: the network recognised from the keys unless named, the
+  classes from its last layer, the labels from ``weights.labels.txt``, the user's class folders
+  or ImageNet). One user model replaces all of the role's built-in models;
 - **data** (``--data ROLE=PATH``), split three ways like the built-in data (calibration /
   selection / report, by name hash, :func:`export.calibration.split_three`):
   classifier: a labelled CSV (``file`` + ``class_index`` or ``label``), a folder holding
   ``labels.csv``, or a folder of class folders; detector: a YOLO folder (``images/`` +
-  ``labels/``) or a COCO JSON (converted to YOLO labels in the work directory);
+  ``labels/``) or a COCO JSON (converted to YOLO labels in the work directory); face embedder:
+  a pairs CSV (``file_a,file_b,same`` and optionally ``person_a,person_b``, paths relative to
+  the CSV) or a folder of person folders, split **by person** so the match threshold derived on
+  the selection people is checked on other people (:mod:`export.face_pairs`);
 - a **calibration** image folder (``--calibration ROLE=DIR``) that replaces the calibration split.
+
+Everything is checked before any model is built: a bad input raises :class:`UserInputError`
+naming the option, file, line and field, and nothing is written.
 
 A small TOML build file holds the same choices so a build is one command::
 
@@ -19,8 +29,10 @@ A small TOML build file holds the same choices so a build is one command::
     imgsz = 320
     [source]
     detector = "runs/best.pt"
+    classifier = "mobilenet_v2:weights/cls.pth"
     [data]
     detector = "datasets/fruit"          # images/ + labels/
+    face_embedder = "faces/pairs.csv"
     [calibration]
     detector = "datasets/unlabelled"
 
@@ -105,7 +117,8 @@ def load_build_file(path: str | Path) -> dict:
         raise UserInputError(f"build file {p}: {e}") from e
     unknown = sorted(set(raw) - _BUILD_KEYS)
     if unknown:
-        raise UserInputError(f"build file {p}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_BUILD_KEYS))})")
+        raise UserInputError(f"build file {p}: unknown key(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(_BUILD_KEYS))})")
     base = p.resolve().parent
     out = dict(raw)
     for k in ("profile", "out", "key", "board_timings"):

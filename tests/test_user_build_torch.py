@@ -55,7 +55,8 @@ def test_state_dict_classifier_builds_end_to_end(byo, tmp_path, capsys):
         assert v["report"]["metrics"]["labelled_images"] == model["splits"]["report"]["files"]
         assert v["report"]["metrics"]["labelled_top1_float"] > 0.5
     card = load_card(next((tmp_path / "x86_dev").rglob("mobilenet_v2_my_mobilenet*.json")))
-    assert card.extra["state_dict"]["net"] == "export.nets:mobilenet_v2" and card.extra["state_dict"]["num_classes"] == 1000
+    assert card.extra["state_dict"]["net"] == "export.nets:mobilenet_v2"
+    assert card.extra["state_dict"]["num_classes"] == 1000
     assert card.labels is not None and card.labels.first == 1 and card.inputs[0].color == "RGB"
 
 
@@ -93,7 +94,7 @@ def test_state_dict_that_does_not_fit_names_file_and_first_key(tmp_path, model_d
     sd = torch.load(w, weights_only=True)
     sd["features.99.weight"] = torch.zeros(3)
     torch.save(sd, tmp_path / "extra.pth")
-    with pytest.raises(UserInputError, match="extra.pth does not fit mobilenet_v2: unexpected key 'features.99.weight'"):
+    with pytest.raises(UserInputError, match="extra.pth does not fit mobilenet_v2: unexpected key 'features.99"):
         prepare_user_source("classifier", Path(f"mobilenet_v2:{tmp_path / 'extra.pth'}"), tmp_path, 640)
     del sd["features.99.weight"], sd["features.3.conv.1.0.weight"]
     torch.save(sd, tmp_path / "missing.pth")
@@ -128,3 +129,16 @@ def test_unknown_state_dict_source_from_the_cli_writes_nothing(byo, tmp_path, ca
     err = capsys.readouterr().err
     assert code != 0 and "not those of a known network (mobilenet_v2" in err and "Traceback" not in err
     assert not any(out.iterdir())
+
+
+def test_one_user_model_replaces_both_built_in_liveness_models(tmp_path, model_dir):
+    from export.build import role_sources
+    from export.user_build import UserInputs, apply_user_inputs
+
+    built_in = role_sources(("liveness",))
+    assert len(built_in) == 2
+    user = UserInputs(sources={"liveness": model_dir / "antispoof/minifasnet_v2_scale2.7_80x80.pth"})
+    sources, data = apply_user_inputs(built_in, user, tmp_path)
+    (s,) = sources
+    assert s.role == "liveness" and s.path.suffix == ".onnx" and not s.is_torch and data == {}
+    assert load_card(s.path.with_suffix(".json")).extra["crop_scale"] == 2.7
