@@ -19,8 +19,9 @@ Per role, a user may give:
   the selection people is checked on other people (:mod:`export.face_pairs`);
 - a **calibration** image folder (``--calibration ROLE=DIR``) that replaces the calibration split.
 
-Everything is checked before any model is built: a bad input raises :class:`UserInputError`
-naming the option, file, line and field, and nothing is written.
+The data is checked first, then the sources are prepared, all before any variant is made: a bad
+input raises :class:`UserInputError` naming the option, file, line and field, and nothing is
+written to the output.
 
 A small TOML build file holds the same choices so a build is one command::
 
@@ -390,6 +391,15 @@ def apply_user_inputs(sources: list, user: UserInputs, work: Path, progress=lamb
         extra = sorted(set(table) - built)
         if extra:
             raise UserInputError(f"{opt} {extra[0]}=…: that role is not being built (check --only)")
+    # the data first: its checks are cheap, a source may take a minute to export
+    # (one source per role with user data: liveness has two built-in models, user data is not for it)
+    data = {}
+    for role in sorted(set(user.data) | set(user.calibration)):
+        name = next(s.name for s in sources if s.role == role)
+        default = None if role in user.data else role_data(role, model_name=name)
+        data[role] = user_role_data(role, user.data.get(role), user.calibration.get(role), work=work / "user_data",
+                                    default=default, model_name=name)
+        progress(f"{role}: {data[role].note}")
     out = []
     for s in sources:
         if s.role not in user.sources:
@@ -398,12 +408,4 @@ def apply_user_inputs(sources: list, user: UserInputs, work: Path, progress=lamb
             progress(f"{s.role}: preparing the user's model {user.sources[s.role]}")
             onnx_path = prepare_user_source(s.role, user.sources[s.role], work, user.imgsz, user.data.get(s.role))
             out.append(SourceModel(s.role, onnx_path.stem, path=onnx_path))
-    # one source per role with user data (liveness has two built-in models: user data is not for it)
-    data = {}
-    for role in sorted(set(user.data) | set(user.calibration)):
-        name = next(s.name for s in out if s.role == role)
-        default = None if role in user.data else role_data(role, model_name=name)
-        data[role] = user_role_data(role, user.data.get(role), user.calibration.get(role), work=work / "user_data",
-                                    default=default, model_name=name)
-        progress(f"{role}: {data[role].note}")
     return out, data
