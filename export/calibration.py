@@ -297,13 +297,32 @@ def largest_face(image: np.ndarray, detector) -> _Face | None:
     return _Face(np.asarray(d.xyxy[i], np.float64), kps)
 
 
+#: A tight face crop (LFW's 100×100: the face fills the image) is often missed by YuNet (found in
+#: 16 of the first 40 LFW crops; upscaling does not help). With a black border of this fraction of
+#: the side on each edge all 40 are found, so an image without a face is searched again padded.
+TIGHT_CROP_PAD = 0.5
+
+
+def _padded_face(image: np.ndarray, detector) -> _Face | None:
+    import cv2
+
+    h, w = image.shape[:2]
+    py, px = int(round(h * TIGHT_CROP_PAD)), int(round(w * TIGHT_CROP_PAD))
+    face = largest_face(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=0), detector)
+    if face is None:
+        return None
+    shift = np.array([px, py], np.float64)
+    return _Face(face.xyxy - np.tile(shift, 2), None if face.keypoints is None else face.keypoints - shift)
+
+
 def face_crops(files: Sequence[str | Path], detector, kind: str = "aligned", *, crop_scale: float | None = None,
                model_name: str = "model") -> tuple[list[np.ndarray], list[Path]]:
     """Face crops of the largest face in each image, as the device makes them.
 
     Args:
         files: face photos.
-        detector: a face detector with 5 landmarks for ``"aligned"`` (YuNet).
+        detector: a face detector with 5 landmarks for ``"aligned"`` (YuNet); for ``"aligned"`` an
+            image without a face found is searched again with a border (:data:`TIGHT_CROP_PAD`).
         kind: ``"aligned"`` or ``"liveness"``.
         crop_scale: box enlargement for ``"liveness"`` (the card's ``extra.crop_scale``).
         model_name: for error messages.
@@ -324,6 +343,8 @@ def face_crops(files: Sequence[str | Path], detector, kind: str = "aligned", *, 
     for f in (Path(p) for p in files):
         img = read_image(f, model_name)
         face = largest_face(img, detector)
+        if face is None and kind == "aligned":
+            face = _padded_face(img, detector)
         if face is None or (kind == "aligned" and face.keypoints is None):
             continue
         crops.append(crop(img, face, crop_scale))

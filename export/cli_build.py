@@ -23,11 +23,13 @@ def add_parser(sub) -> None:
     p.add_argument("--build-file", type=Path, metavar="TOML",
                    help="a build file holding these choices (export/user_build.py); flags override it")
     p.add_argument("--source", action="append", default=[], metavar="ROLE=PATH",
-                   help="the user's model for ROLE: an .onnx with its card, a card .json, or an Ultralytics "
-                        ".pt/.yaml (detector)")
+                   help="the user's model for ROLE: an .onnx with its card, a card .json, an Ultralytics "
+                        ".pt/.yaml (detector), or a state dict [NET:]weights.pth (mobilenet_v2, mobilenet_v3_small, "
+                        "mobilenet_v3_large, minifasnet; export/torch_src.py)")
     p.add_argument("--data", action="append", default=[], metavar="ROLE=PATH",
                    help="the user's data for ROLE (classifier: labelled CSV/folder; detector: YOLO folder or COCO "
-                        "JSON), split into calibration / selection / report")
+                        "JSON; face_embedder: pairs CSV file_a,file_b,same or person folders, split by person), "
+                        "split into calibration / selection / report")
     p.add_argument("--calibration", action="append", default=[], metavar="ROLE=DIR",
                    help="an image folder replacing ROLE's calibration split")
     p.add_argument("--imgsz", type=int, default=None, help="input size of an Ultralytics source (default 640)")

@@ -78,7 +78,11 @@ class FaceDetectorGate(Gate):
 
 
 class FaceEmbedderGate(Gate):
-    """ROC AUC, TAR at FAR, mean cosine float vs variant, and a re-derived match threshold."""
+    """ROC AUC, TAR at FAR, mean cosine float vs variant, and a re-derived match threshold.
+
+    The pairs are every pair of the split's LFW images, or the user's pairs of the split
+    (``RoleData.pairs``, :mod:`export.face_pairs`).
+    """
 
     role = Role.FACE_EMBEDDER
 
@@ -86,8 +90,11 @@ class FaceEmbedderGate(Gate):
         super().__init__(*args, **kwargs)
         self._crops: np.ndarray | None = None
         self._pairs: list | None = None
+        self._no_face = 0
 
     def _lfw(self):
+        if self._crops is None and self.data.pairs:
+            self._crops, self._pairs = self._user_pairs()
         if self._crops is None:
             from edge.face.datasets import align_lfw_crop, lfw_pairs
 
@@ -108,6 +115,32 @@ class FaceEmbedderGate(Gate):
             self._pairs = pairs
         return self._crops, self._pairs
 
+    def _user_pairs(self):
+        """Aligned crops and index pairs of the user's pairs within this split (``RoleData.pairs``).
+
+        Images in which the float face detector finds no face are left out with their pairs (the
+        count is in the metrics); a split left without genuine or impostor pairs cannot be gated.
+        """
+        from export.calibration import face_crops
+
+        split = set(self.data.evaluation)
+        wanted = [(a, b, s) for a, b, s in self.data.pairs if a in split and b in split]
+        files = sorted({f for a, b, _ in wanted for f in (a, b)})
+        det = default_face_detector(self.threads)
+        try:
+            crops, used = face_crops(files, det, "aligned", model_name=self.card.name)
+        finally:
+            det.close()
+        index = {f: i for i, f in enumerate(used)}
+        pairs = [(index[a], index[b], s) for a, b, s in wanted if a in index and b in index]
+        self._no_face = len(files) - len(used)
+        genuine = sum(s for _, _, s in pairs)
+        if not genuine or genuine == len(pairs):
+            raise ExportStepError(self.card.name, "gate", f"the user's pairs of this split keep {genuine} genuine and "
+                                  f"{len(pairs) - genuine} impostor pair(s) after {self._no_face} image(s) without a "
+                                  "detected face were left out: both kinds are needed")
+        return np.stack(crops), pairs
+
     def _measure(self, path, card, backend):
         from edge.face.embedder import FaceEmbedder
 
@@ -119,6 +152,9 @@ class FaceEmbedderGate(Gate):
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         unit = np.where(norms > 0, feats / np.maximum(norms, 1e-12), 0.0)
         return {"unit": unit, "raw": raw}
+
+    def _pairs_name(self) -> str:
+        return "the user's face pairs" if self.data.pairs else "LFW aligned pairs"
 
     def rates_at(self, path, threshold: float, *, card=None, backend: str | None = None) -> dict:
         """FAR and TAR of the variant at ``path`` on this gate's pairs at a *given* threshold.
@@ -165,11 +201,13 @@ class FaceEmbedderGate(Gate):
         thresholds = {"cosine_at_far": {key(f): round(t, 4) for f, (_, t) in tars.items()},
                       "tar_at_far": {key(f): round(v, 4) for f, (v, _) in tars.items()},
                       "roc_auc": round(float(auc), 4),
-                      "derived_on": f"LFW aligned pairs ({int(labels.sum())} genuine / {int((~labels).sum())} "
+                      "derived_on": f"{self._pairs_name()} ({int(labels.sum())} genuine / {int((~labels).sum())} "
                                     f"impostor; FAR resolution 1/{int((~labels).sum())}), re-derived for this variant "
                                     "by export.gates_face",
                       "pairs": int(len(pairs)), "genuine_pairs": int(labels.sum()),
                       "impostor_pairs": int((~labels).sum())}
+        if self.data.pairs:
+            m["images_without_face"] = self._no_face
         fails = []
         if auc_f - auc > self.limits.max_auc_drop:
             fails.append(f"ROC AUC {auc:.4f} vs float {auc_f:.4f} (drop > {self.limits.max_auc_drop})")

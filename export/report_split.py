@@ -69,7 +69,7 @@ def _threshold_check(v, sel_gate, report_gate, far_key: str) -> dict | None:
         return None
     rates = report_gate.rates_at(v.path, thr, card=v.card)
     rates["target_far"] = float(far_key)
-    rates["derived_on"] = "selection split (LFW people disjoint from the report split's)"
+    rates["derived_on"] = "selection split (people disjoint from the report split's)"
     return rates
 
 

@@ -19,7 +19,9 @@ liveness        deepface photos, 50 %            deepface photos, 50 %       ant
 ==============  ===============================  ==========================  ===============================
 
 The embedder's LFW people are split by person (the folder name), so the threshold derived on the
-selection pairs is checked on pairs of other people. ``labels.csv`` of ``imagenet_samples`` gives
+selection pairs is checked on pairs of other people. The user's data (``--data``) replaces a
+role's row, split the same way (:mod:`export.user_build`; the embedder's pairs by person,
+:mod:`export.face_pairs`). ``labels.csv`` of ``imagenet_samples`` gives
 the classifier's labelled top-1 / top-5 on the selection and report splits.
 """
 
@@ -100,6 +102,9 @@ class RoleData:
         evaluation: the report split (what the gate measures unless :meth:`selecting` is used).
         selection: the split choices are made on.
         labelled: labelled-classification source (CSV or folder, :mod:`edge.evaluate.classification`).
+        pairs: the user's face pairs ``(file_a, file_b, same)`` of all splits (:mod:`export.face_pairs`;
+            each pair within one split); the embedder gate uses those of its split. Empty: the
+            built-in LFW people, every pair of the split.
     """
 
     role: Role
@@ -108,6 +113,7 @@ class RoleData:
     note: str
     selection: tuple[Path, ...] = ()
     labelled: Path | None = None
+    pairs: tuple[tuple[Path, Path, bool], ...] = ()
 
     def __post_init__(self) -> None:
         sides = {"calibration": set(self.calibration), "selection": set(self.selection),
@@ -130,7 +136,7 @@ class RoleData:
         if not self.selection:
             raise ValueError(f"{self.role.value}: no selection split")
         return RoleData(self.role, self.calibration, self.selection, f"selection split of: {self.note}",
-                        labelled=self.labelled)
+                        labelled=self.labelled, pairs=self.pairs)
 
     def record(self) -> dict:
         """JSON-ready description of the three splits: counts and hashes (:func:`split_record`)."""

@@ -3,14 +3,25 @@
 Per role, a user may give:
 
 - a **source** (``--source ROLE=PATH``): an ONNX file with its card (``model.json`` /
-  ``model.onnx.json`` beside it, or the card JSON itself), or an Ultralytics ``.pt`` / ``.yaml``
-  (detector; exported with its class names at ``--imgsz``, nothing downloaded);
+  ``model.onnx.json`` beside it, or the card JSON itself), an Ultralytics ``.pt`` / ``.yaml``
+  (detector; exported with its class names at ``--imgsz``, nothing downloaded), or a known
+  network's PyTorch state dict, ``[NET:]weights.pth`` (MobileNetV2/V3 classifier, MiniFASNet
+  liveness; :mod:`export.torch_src`: the network recognised from the keys unless named, the
+  classes from its last layer, the labels from ``weights.labels.txt``, the user's class folders
+  or ImageNet). One user model replaces all of the role's built-in models;
 - **data** (``--data ROLE=PATH``), split three ways like the built-in data (calibration /
   selection / report, by name hash, :func:`export.calibration.split_three`):
   classifier: a labelled CSV (``file`` + ``class_index`` or ``label``), a folder holding
   ``labels.csv``, or a folder of class folders; detector: a YOLO folder (``images/`` +
-  ``labels/``) or a COCO JSON (converted to YOLO labels in the work directory);
+  ``labels/``) or a COCO JSON (converted to YOLO labels in the work directory); face embedder:
+  a pairs CSV (``file_a,file_b,same`` and optionally ``person_a,person_b``, paths relative to
+  the CSV) or a folder of person folders, split **by person** so the match threshold derived on
+  the selection people is checked on other people (:mod:`export.face_pairs`);
 - a **calibration** image folder (``--calibration ROLE=DIR``) that replaces the calibration split.
+
+The data is checked first, then the sources are prepared, all before any variant is made: a bad
+input raises :class:`UserInputError` naming the option, file, line and field, and nothing is
+written to the output.
 
 A small TOML build file holds the same choices so a build is one command::
 
@@ -19,8 +30,10 @@ A small TOML build file holds the same choices so a build is one command::
     imgsz = 320
     [source]
     detector = "runs/best.pt"
+    classifier = "mobilenet_v2:weights/cls.pth"
     [data]
     detector = "datasets/fruit"          # images/ + labels/
+    face_embedder = "faces/pairs.csv"
     [calibration]
     detector = "datasets/unlabelled"
 
@@ -42,8 +55,8 @@ from export.roles import Role, RoleData
 __all__ = ["UserInputs", "UserInputError", "parse_role_paths", "load_build_file", "user_role_data",
            "prepare_user_source", "USER_ROLES", "coco_json_to_yolo"]
 
-#: Roles that take user data today (face roles keep the built-in LFW/deepface data).
-USER_ROLES = ("classifier", "detector")
+#: Roles that take user data today (the face detector and liveness keep the built-in data).
+USER_ROLES = ("classifier", "detector", "face_embedder")
 _BUILD_KEYS = {"profile", "out", "key", "only", "formats", "imgsz", "max_calibration", "source", "data", "calibration",
                "accept_licence", "embedder", "board_timings"}
 
@@ -68,6 +81,10 @@ class UserInputs:
                     raise UserInputError(f"{opt} {role}=…: unknown role {role!r} (valid: {', '.join(ROLES)})")
                 if opt != "--source" and role not in USER_ROLES:
                     raise UserInputError(f"{opt} {role}=…: user data is supported for {', '.join(USER_ROLES)}")
+                if opt == "--source":
+                    from export.torch_src import split_net_spec
+
+                    p = split_net_spec(p)[1]  # NET:WEIGHTS names a network (export.torch_src)
                 if not (opt == "--source" and _packaged_config("source", str(p))) and not Path(p).exists():  # a packaged Ultralytics config is found by name
                     raise UserInputError(f"{opt} {role}={p}: no such file or folder")
         if self.imgsz <= 0 or self.imgsz % 32:
@@ -101,7 +118,8 @@ def load_build_file(path: str | Path) -> dict:
         raise UserInputError(f"build file {p}: {e}") from e
     unknown = sorted(set(raw) - _BUILD_KEYS)
     if unknown:
-        raise UserInputError(f"build file {p}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_BUILD_KEYS))})")
+        raise UserInputError(f"build file {p}: unknown key(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(_BUILD_KEYS))})")
     base = p.resolve().parent
     out = dict(raw)
     for k in ("profile", "out", "key", "board_timings"):
@@ -113,7 +131,7 @@ def load_build_file(path: str | Path) -> dict:
         if k in out:
             if not isinstance(out[k], dict) or not all(isinstance(v, str) for v in out[k].values()):
                 raise UserInputError(f"build file {p}: [{k}] must map roles to path strings")
-            out[k] = {role: Path(v) if _packaged_config(k, v) else base / v for role, v in out[k].items()}
+            out[k] = {role: _build_file_path(k, v, base) for role, v in out[k].items()}
     for k in ("only", "formats"):
         if k in out and (not isinstance(out[k], list) or not all(isinstance(v, str) for v in out[k])):
             raise UserInputError(f"build file {p}: {k} must be a list of strings")
@@ -121,6 +139,19 @@ def load_build_file(path: str | Path) -> dict:
         if k in out and not isinstance(out[k], int):
             raise UserInputError(f"build file {p}: {k} must be an integer")
     return out
+
+
+def _build_file_path(table: str, value: str, base: Path) -> Path:
+    """A build file's path, relative to the file (a packaged Ultralytics config by name; ``NET:`` kept)."""
+    if _packaged_config(table, value):
+        return Path(value)
+    if table == "source":
+        from export.torch_src import split_net_spec
+
+        net, rest = split_net_spec(value)
+        if net is not None:
+            return Path(f"{net}:{base / rest}")
+    return base / value
 
 
 def _packaged_config(table: str, value: str) -> bool:
@@ -219,6 +250,17 @@ def user_role_data(role: str, data: Path | None, calibration: Path | None, *, wo
             base = RoleData(r, s3.calibration, s3.report, f"user detection data {data}: {len(s3.calibration)} "
                             f"calibration / {len(s3.selection)} selection / {len(s3.report)} report images",
                             selection=s3.selection)
+        elif r is Role.FACE_EMBEDDER:
+            from export.face_pairs import read_face_pairs, split_face_pairs
+
+            sp = split_face_pairs(read_face_pairs(Path(data)))
+            counts = {n: sp.counts(n) for n in ("selection", "report")}
+            base = RoleData(r, sp.calibration, sp.report, f"user face pairs {data} split by person: "
+                            f"{sp.people['calibration']} people ({len(sp.calibration)} images) calibration / "
+                            f"{sp.people['selection']} selection ({counts['selection'][0]} genuine, "
+                            f"{counts['selection'][1]} impostor pairs) / {sp.people['report']} report "
+                            f"({counts['report'][0]} genuine, {counts['report'][1]} impostor pairs)",
+                            selection=sp.selection, pairs=sp.pairs)
         else:
             raise UserInputError(f"--data {role}: user data is supported for {', '.join(USER_ROLES)}")
     except ValueError as e:
@@ -232,7 +274,7 @@ def user_role_data(role: str, data: Path | None, calibration: Path | None, *, wo
     if not cal:
         raise UserInputError(f"--calibration {role}={calibration}: no image outside the selection/report splits")
     return RoleData(base.role, cal, base.evaluation, f"{base.note}; calibration replaced by {len(cal)} images "
-                    f"of {calibration}", selection=base.selection, labelled=base.labelled)
+                    f"of {calibration}", selection=base.selection, labelled=base.labelled, pairs=base.pairs)
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -252,8 +294,31 @@ def _register_labels(card_path: Path) -> None:
             shutil.copyfile(src, dst)
 
 
-def prepare_user_source(role: str, path: Path, work: Path, imgsz: int) -> Path:
-    """A model file with a card the build can use: ONNX + card as given, Ultralytics exported.
+def data_classes(data: Path | None) -> list[str] | None:
+    """Class names of the user's classifier data: sorted class folders (as torchvision's
+    ``ImageFolder``) or the sorted ``label`` values of its CSV; ``None`` when it names none."""
+    import csv as _csv
+
+    if data is None:
+        return None
+    src = Path(data)
+    csv = src / "labels.csv" if src.is_dir() and (src / "labels.csv").is_file() else src
+    if csv.is_file():
+        try:
+            with open(csv, newline="", encoding="utf-8") as f:
+                labels = {r["label"].strip() for r in _csv.DictReader(f) if (r.get("label") or "").strip()}
+        except (OSError, UnicodeDecodeError, KeyError, _csv.Error):
+            return None
+        return sorted(labels) or None
+    if src.is_dir():
+        return sorted(d.name for d in src.iterdir() if d.is_dir() and not d.name.startswith(".")) or None
+    return None
+
+
+def prepare_user_source(role: str, path: Path, work: Path, imgsz: int, data: Path | None = None) -> Path:
+    """A model file with a card the build can use: ONNX + card as given, Ultralytics and state dicts exported.
+
+    ``data`` is the user's data of the role (the class names of a state dict classifier).
 
     Returns:
         the ``.onnx`` path (its card beside it).
@@ -264,6 +329,15 @@ def prepare_user_source(role: str, path: Path, work: Path, imgsz: int) -> Path:
     from edge.registry import find_card
     from export.roles import role_of
 
+    from export.torch_src import is_state_dict_source
+
+    if is_state_dict_source(path):
+        from export.torch_src import export_state_dict_onnx
+
+        onnx_path, card_path = export_state_dict_onnx(role, path, work / "user_sources",
+                                                      data_classes=data_classes(data) if role == "classifier" else None)
+        _register_labels(card_path)
+        return Path(onnx_path)
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".pt", ".yaml", ".yml"):
@@ -286,8 +360,8 @@ def prepare_user_source(role: str, path: Path, work: Path, imgsz: int) -> Path:
             raise UserInputError(f"--source {role}={p}: no card beside it ({p.stem}.json or {p.name}.json); "
                                  "an ONNX source needs one (preprocessing, task, labels)")
     else:
-        raise UserInputError(f"--source {role}={p}: expected an .onnx with its card, a card .json, or an "
-                             "Ultralytics .pt/.yaml")
+        raise UserInputError(f"--source {role}={p}: expected an .onnx with its card, a card .json, an "
+                             "Ultralytics .pt/.yaml, or a state dict of a known network ([NET:]weights.pth)")
     if not onnx_path.is_file():
         raise UserInputError(f"--source {role}={p}: the card's model file {onnx_path} does not exist")
     if role_of(card).value != role:
@@ -317,20 +391,21 @@ def apply_user_inputs(sources: list, user: UserInputs, work: Path, progress=lamb
         extra = sorted(set(table) - built)
         if extra:
             raise UserInputError(f"{opt} {extra[0]}=…: that role is not being built (check --only)")
-    out = []
-    for s in sources:
-        if s.role in user.sources:
-            progress(f"{s.role}: preparing the user's model {user.sources[s.role]}")
-            onnx_path = prepare_user_source(s.role, Path(user.sources[s.role]), work, user.imgsz)
-            out.append(SourceModel(s.role, onnx_path.stem, path=onnx_path))
-        else:
-            out.append(s)
-    # one source per role with user data (liveness has two built-in models: user data is not for it)
+    # the data first: its checks are cheap, a source may take a minute to export
+    # (one source per role with user data: liveness has two built-in models, user data is not for it)
     data = {}
     for role in sorted(set(user.data) | set(user.calibration)):
-        name = next(s.name for s in out if s.role == role)
+        name = next(s.name for s in sources if s.role == role)
         default = None if role in user.data else role_data(role, model_name=name)
         data[role] = user_role_data(role, user.data.get(role), user.calibration.get(role), work=work / "user_data",
                                     default=default, model_name=name)
         progress(f"{role}: {data[role].note}")
+    out = []
+    for s in sources:
+        if s.role not in user.sources:
+            out.append(s)
+        elif not any(o.role == s.role for o in out):  # one user model replaces all the role's built-in ones
+            progress(f"{s.role}: preparing the user's model {user.sources[s.role]}")
+            onnx_path = prepare_user_source(s.role, user.sources[s.role], work, user.imgsz, user.data.get(s.role))
+            out.append(SourceModel(s.role, onnx_path.stem, path=onnx_path))
     return out, data

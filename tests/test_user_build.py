@@ -69,7 +69,7 @@ def test_user_ultralytics_model_and_labelled_folder_build_end_to_end(user_data, 
 @pytest.mark.parametrize("argv, message", [
     (["--source", "detector"], "expected ROLE=PATH"),
     (["--source", "wizard=x.onnx"], "unknown role 'wizard'"),
-    (["--data", "face_embedder=/"], "user data is supported for classifier, detector"),
+    (["--data", "face_detector=/"], "user data is supported for classifier, detector, face_embedder"),
     (["--source", "classifier=/nonexistent/m.onnx"], "no such file or folder"),
 ])
 def test_bad_user_inputs_are_clear_errors(argv, message, user_data, tmp_path, capsys):
