@@ -30,27 +30,18 @@ def paired_speedup(fp32: Path, variant: Path, backend: str, threads: int, feeds:
     shared machine); alternating run by run gives both the same conditions.
     """
     import statistics
-    import time
 
+    from edge.bench.timing import timed_calls
     from edge.engines import load_engine
 
     with load_engine(fp32, backend=backend, threads=threads) as a, load_engine(variant, backend=backend,
                                                                                 threads=threads) as b:
         fa = {i.name: x for i, x in zip(a.inputs, feeds.values())}
         fb = {i.name: x for i, x in zip(b.inputs, feeds.values())}
-        for _ in range(3):
-            a.run(fa)
-            b.run(fb)
-        ta, tb = [], []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            a.run(fa)
-            t1 = time.perf_counter()
-            b.run(fb)
-            t2 = time.perf_counter()
-            ta.append(t1 - t0)
-            tb.append(t2 - t1)
-    ma, mb = statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+        runs = ((a, fa), (b, fb))
+        t = timed_calls(lambda i: runs[i][0].run(runs[i][1]), 2, warmup=6, iters=2 * rounds).samples_ms
+        ta, tb = t[0::2], t[1::2]  # alternating call by call
+    ma, mb = statistics.median(ta), statistics.median(tb)
     return round(ma, 3), round(mb, 3), round(ma / mb, 3)
 
 

@@ -1,6 +1,7 @@
 """Latency of a model file on one engine: a few warm-up runs, then the median of timed runs.
 
-Used by the fallback loop (what keeping layers in float costs) and the benchmarks. Figures
+Used by the fallback loop (what keeping layers in float costs) and the benchmarks; the timing
+loop is :func:`edge.bench.timing.timed_calls`, the one every latency figure comes from. Figures
 are only comparable within one process on one machine; they go into reports and benchmark
 output, never into test assertions.
 
@@ -11,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -53,17 +53,12 @@ def measure_latency(path: str | Path, feeds: Mapping[str, np.ndarray], *, backen
     Raises:
         ValueError: ``runs`` < 1.
     """
+    from edge.bench.timing import timed_calls
     from edge.engines import load_engine
 
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     with load_engine(path, backend=backend, threads=threads) as eng:
         f = {i.name: v for i, v in zip(eng.inputs, feeds.values())}
-        for _ in range(max(0, warmup)):
-            eng.run(f)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            eng.run(f)
-            times.append((time.perf_counter() - t0) * 1e3)
+        times = timed_calls(lambda _: eng.run(f), 1, warmup=warmup, iters=runs).samples_ms
         return Latency(float(np.median(times)), float(np.min(times)), runs, threads, eng.backend)

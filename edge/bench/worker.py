@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bench.timing import MAX_SAMPLES, timed_calls
+
 MARKER = "@@edge-bench "
 #: Seconds between progress events.
 PROGRESS_INTERVAL_S = 0.25
-#: Upper bound on samples kept by a ``--duration`` run (memory stays small on a Pi).
-MAX_SAMPLES = 1_000_000
 _KIB = 1024.0
 _MS = 1e3
 
@@ -99,37 +99,13 @@ def _guess_feed(image: np.ndarray, info, size: tuple[int, int]) -> np.ndarray:
 
 def _timed_loop(fn, n_items: int, warmup: int, iters: int | None, duration_s: float | None, stop: _Stop,
                 on_sample=None) -> tuple[list[float], float, int]:
-    """Warm up, then time ``fn(i)``; returns (samples ms, measured wall seconds, warmup done)."""
-    last = time.perf_counter()
-    done_warm = 0
-    for i in range(warmup):
-        if stop.requested:
-            break
-        fn(i % n_items)
-        done_warm += 1
-        now = time.perf_counter()
-        if now - last >= PROGRESS_INTERVAL_S:
-            emit({"event": "progress", "phase": "warmup", "done": i + 1, "total": warmup})
-            last = now
-    samples: list[float] = []
-    start = time.perf_counter()
-    limit = iters if iters is not None else MAX_SAMPLES
-    i = 0
-    while i < limit and not stop.requested:
-        t0 = time.perf_counter()
-        fn(i % n_items)
-        t1 = time.perf_counter()
-        samples.append((t1 - t0) * _MS)
-        if on_sample is not None:
-            on_sample()
-        i += 1
-        if duration_s is not None and t1 - start >= duration_s:
-            break
-        if t1 - last >= PROGRESS_INTERVAL_S:
-            emit({"event": "progress", "phase": "measure", "done": i, "total": iters, "elapsed_s": t1 - start,
-                  "duration_s": duration_s, "last_ms": samples[-1]})
-            last = t1
-    return samples, time.perf_counter() - start, done_warm
+    """:func:`edge.bench.timing.timed_calls` with Ctrl-C and progress events; (samples ms, wall s, warmup done)."""
+    if iters is None and duration_s is None:
+        iters = MAX_SAMPLES
+    run = timed_calls(fn, n_items, warmup=warmup, iters=iters, duration_s=duration_s,
+                      should_stop=lambda: stop.requested, on_sample=on_sample,
+                      on_progress=lambda ev: emit({"event": "progress", **ev}), progress_interval_s=PROGRESS_INTERVAL_S)
+    return run.samples_ms, run.wall_s, run.warmup_done
 
 
 def measure_model(spec: dict, stop: _Stop) -> dict:
