@@ -141,20 +141,23 @@ def strip_weight_inputs(model) -> list[str]:
     """Remove graph inputs that are initialisers or that neither a node nor an output reads (in place).
 
     Old exporters list every weight as a graph input too (SFace, ULFD): the weights stay
-    initialisers, only the duplicate input entries go, which leaves the function unchanged.
+    initialisers, only the duplicate input entries go, which leaves the function unchanged. Which
+    inputs go is decided by the device's reader (:func:`edge.engines.onnx_wire.removable_inputs`),
+    so export and device drop the same ones.
 
     Returns:
         The names removed.
     """
-    inits = {i.name for i in model.graph.initializer}
-    used = {x for n in model.graph.node for x in n.input} | {o.name for o in model.graph.output}
-    keep, dropped = [], []
-    for vi in model.graph.input:
-        (dropped if vi.name in inits or vi.name not in used else keep).append(vi)
-    if dropped:
-        del model.graph.input[:]
-        model.graph.input.extend(keep)
-    return [vi.name for vi in dropped]
+    from edge.engines.onnx_wire import removable_inputs
+
+    drop = set(removable_inputs(model.SerializeToString()))
+    if not drop:
+        return []
+    keep = [vi for vi in model.graph.input if vi.name not in drop]
+    dropped = [vi.name for vi in model.graph.input if vi.name in drop]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    return dropped
 
 
 def upgrade_opset(model, min_opset: int, model_name: str = "model"):

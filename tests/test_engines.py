@@ -149,3 +149,27 @@ def test_onnxruntime_without_spinning_gives_the_same_output():
         ya, yb = a.run({"input": x}), b.run({"input": x})
     for k in ya:
         np.testing.assert_allclose(ya[k], yb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_weight_inputs_dropped_alike_on_device_and_export():
+    """One rule decides which graph inputs need no feed (edge.engines.onnx_wire.removable_inputs),
+    used by the device's byte-level reader and by export's ModelProto preparation: a weight listed
+    as an input goes, an input only a graph output reads stays, a real input stays."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge.engines.onnx_wire import strip_weight_inputs as strip_bytes
+    from export.onnx_prep import strip_weight_inputs as strip_proto
+
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 2]) for n in ("x", "w", "passthrough", "unused")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2]),
+         helper.make_tensor_value_info("passthrough", TensorProto.FLOAT, [2, 2])], [w])
+    model = helper.make_model(graph)
+    data, dropped_b = strip_bytes(model.SerializeToString())
+    dropped_p = strip_proto(model)
+    assert sorted(dropped_b) == sorted(dropped_p) == ["unused", "w"]
+    assert [i.name for i in onnx.load_from_string(data).graph.input] == [i.name for i in model.graph.input] \
+        == ["x", "passthrough"]

@@ -100,12 +100,14 @@ def _string_field(msg: bytes, number: int) -> str | None:
 
 
 def removable_inputs(model_bytes: bytes) -> list[str]:
-    """Graph inputs that are initialisers or that no node reads: they need no feed."""
+    """Graph inputs that are initialisers or that neither a node nor a graph output reads: they need
+    no feed (old exporters list every weight as a graph input too: SFace, ULFD)."""
     graph = _graph(model_bytes)
     if graph is None:
         return []
     inits, inputs, nodes = _names(graph)
-    used: set[str] = set()
+    used: set[str] = {_string_field(graph[a:b], VALUE_INFO_NAME) or "" for field, wt, a, b, _ in _fields(graph)
+                      if field == GRAPH_OUTPUT and wt == _LEN}
     for node in nodes:
         _collect_node_inputs(node, used)
     return [n for n in inputs if n in inits or n not in used]
