@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import shlex
 import signal
@@ -38,6 +39,8 @@ from typing import Callable
 from edge.errors import EdgeError
 from edge.release import device_path
 from edge.release_store import ReleaseStore
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DeployOptions", "BenchSettings", "deploy", "wait_health", "compare_by_role", "DEFAULT_RECORD_DIR",
            "RECORD_MARK", "FLASHED", "UNCHANGED", "REFUSED", "ROLLED_BACK"]
@@ -156,8 +159,11 @@ class _Flash:
         self.new = self.record["release"] = rid
         self.record.update(profile=info.profile, created=info.created, key_id=info.key_id,
                            files=info.files, bytes=info.total_bytes)
-        self.spec = _release_spec(info.profile)
+        self.spec, why_default = _release_spec(info.profile)
+        if why_default:  # said in the record and the step: the release's own settings are not in force
+            self.record["release_settings"] = f"defaults ({why_default})"
         self.step("verify", True, f"{rid}: signature ok (key {info.key_id}), {info.files} files sha256 ok"
+                                  f"{f'; [release] settings: defaults ({why_default})' if why_default else ''}"
                                   f"{' (already installed)' if already else ''}", t)
         return True
 
@@ -485,13 +491,16 @@ def _describe(c) -> str:
 # -- small helpers -------------------------------------------------------------------------------------
 
 def _release_spec(profile_name: str):
+    """``(the [release] settings of the profile the release was built for, why defaults are used or "")``."""
     from edge.errors import ProfileError
     from edge.profile import ReleaseSpec, load_profile
 
     try:
-        return load_profile(profile_name).release
-    except (ProfileError, FileNotFoundError, ValueError):
-        return ReleaseSpec()
+        return load_profile(profile_name).release, ""
+    except (ProfileError, FileNotFoundError, ValueError) as e:
+        log.warning("release built for profile %r: its [release] settings cannot be read here (%s); using the "
+                    "defaults (keep, service, health check)", profile_name, e)
+        return ReleaseSpec(), f"profile {profile_name!r} cannot be read here: {e}"
 
 
 def _edge(args: list[str], timeout: float) -> subprocess.CompletedProcess:

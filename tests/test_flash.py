@@ -474,3 +474,15 @@ def test_ansible_rolls_two_hosts_in_two_batches_and_stops_when_one_fails(fleet, 
     assert "not attempted" in rows["pi-b"]  # the rollout stopped after the failed batch
     for dev in fleet:
         assert dev.current() == ids["good2"]
+
+
+def test_release_settings_fall_back_to_defaults_only_with_a_reason():
+    """A release built for a profile this device cannot read runs with the default [release]
+    settings — and says so (in the flash record and the verify step), never silently."""
+    from edge.deploy import _release_spec
+    from edge.profile import ReleaseSpec, load_profile
+
+    spec, why = _release_spec("rpi5")
+    assert why == "" and spec == load_profile("rpi5").release
+    spec, why = _release_spec("no_such_board")
+    assert spec == ReleaseSpec() and "no_such_board" in why
