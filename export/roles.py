@@ -265,7 +265,7 @@ def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path |
         if role is Role.FACE_EMBEDDER:
             crops, used = face_crops(files, det, "aligned", model_name=card.name)
         else:
-            crops, used = face_crops(files, det, "liveness", crop_scale=card.extra.get("crop_scale"),
+            crops, used = face_crops(files, det, "liveness", crop_scale=card.face_crop.crop_scale if card.face_crop else None,
                                      model_name=card.name)
     finally:
         if face_detector is None:
