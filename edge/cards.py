@@ -230,7 +230,7 @@ class Provenance(_Part):
         variant: the build target key (``tflite_int8``, ``onnx_fp16`` ...).
         precision: ``fp32`` / ``fp16`` / ``int8`` when the name or tensors do not say it.
         io_dtype: element type of the variant's inputs and outputs.
-        converter: the converter and its version(s).
+        converter: the converter and its version, or package → version for several.
         opset: ONNX opset of the file.
         ultralytics: version of the Ultralytics package that built the source.
         graph_rewrite: id of the whole-file rewrite that made this file (:mod:`export.graph_opt`).
@@ -245,7 +245,7 @@ class Provenance(_Part):
     variant: str | None = None
     precision: Literal[PRECISIONS] | None = None
     io_dtype: str | None = None
-    converter: str | None = None
+    converter: Union[str, dict[str, str], None] = None
     opset: Annotated[int, Meta(ge=1)] | None = None
     ultralytics: str | None = None
     graph_rewrite: str | None = None

@@ -117,5 +117,5 @@ def export_mobilenet_v2_onnx(out_dir: str | Path, *, opset: int = 17, dynamic_ba
              parity.image)
     card_path = write_card(card, onnx_path, out / f"{name}.json", name=name,
                            provenance={"parity": Parity(image=Path(parity.image).name,
-                                                        max_abs_diff=parity.max_abs_diff, atol=ONNX_LOGITS_ATOL)})
+                                                        max_abs_diff=float(parity.max_abs_diff), atol=ONNX_LOGITS_ATOL)})
     return onnx_path, card_path

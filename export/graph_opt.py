@@ -137,6 +137,6 @@ def optimized_embedder(name_or_path: str | Path, out_dir: str | Path, *, force: 
                description=f"{ref.card.description} PRelu rewritten as x + (slope-1)*Min(x,0) (same function; "
                            f"max |Δ| {diff:.1e} on random inputs).",
                provenance={"converter": "export.graph_opt.rewrite_prelu", "graph_rewrite": REWRITE_ID,
-                           "prelu_rewritten": n, "rewrites": (Rewrite(name="prelu", nodes=n, max_abs_diff=diff,
+                           "prelu_rewritten": n, "rewrites": (Rewrite(name="prelu", nodes=int(n), max_abs_diff=float(diff),
                                                                       stage="graph_opt"),)})
     return onnx_path, card_path

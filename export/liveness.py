@@ -77,7 +77,7 @@ def export_one(name: str, out_dir: str | Path, *, fast_prelu: bool = True) -> tu
     diff = check_parity(model, onnx_path)  # checked after the rewrite: the file shipped is the one compared
     card_path = write_card(card, onnx_path, out / f"{name}.json",
                            face_crop=FaceCrop(crop_scale=card.face_crop.crop_scale, live_class=1),
-                           provenance={"parity": Parity(max_abs_diff=diff), "prelu_rewritten": prelus})
+                           provenance={"parity": Parity(max_abs_diff=float(diff)), "prelu_rewritten": int(prelus)})
     log.info("exported %s (max |Δlogit| %.2e)", onnx_path, diff)
     return onnx_path, card_path
 

@@ -51,7 +51,8 @@ def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: 
     from export.variants import ExportStepError
 
     path = Path(path)
-    inherited = [Rewrite(**dict(r, stage="float preparation")) for r in (prep or {}).get("rewrites", [])]
+    inherited = [Rewrite(name=r["name"], nodes=int(r["nodes"]), max_abs_diff=float(r["max_abs_diff"]),
+                         stage="float preparation") for r in (prep or {}).get("rewrites", [])]
     if path.suffix.lower() != ".onnx":
         prov = msgspec.structs.replace(card.provenance, rewrites=(),
                                        rewrites_note="none needed: PRELU is a native TFLite/XNNPACK kernel")
@@ -65,7 +66,7 @@ def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: 
             raise ExportStepError(card.name, "ship", f"the PRelu rewrite of {path.name} changed its outputs by "
                                   f"{diff:.2e} (> {REWRITE_ATOL}): not shipped")
         rewrites = [r for r in rewrites if r.name != "prelu"] + [
-            Rewrite(name="prelu", nodes=n, max_abs_diff=diff, stage="shipping")]
+            Rewrite(name="prelu", nodes=int(n), max_abs_diff=float(diff), stage="shipping")]
         path = dst
     # a checked property of the shipped graph, whatever made it so (float preparation, the torch
     # exporter's own rewrite, or the rewrite above)

@@ -2,8 +2,9 @@
 
 :func:`batched_nms` (the detectors' class-aware NMS) is OpenCV's ``cv2.dnn.NMSBoxesBatched``:
 on YOLOX-Nano's candidates for 64 COCO images it keeps exactly the boxes, in the same order, as
-the numpy version it replaced, 6.5× faster at the card's score threshold (27 candidates: 72 →
-11 µs) and 10× at 0.01 (116 candidates: 328 → 33 µs); ``benchmarks/nms_opencv.py`` measures it.
+the numpy version it replaced, and is faster, input checks included: 4.4× at the card's score
+threshold (median 27 candidates: 71 → 16 µs per call) and 8× at 0.01 (116 candidates: 322 →
+40 µs), one thread, same process (``benchmarks/nms_opencv.py``).
 
 Boxes are ``N×4`` ``(x1, y1, x2, y2)``; areas are ``(x2 - x1) · (y2 - y1)`` with no ``+1``
 (the convention of OpenCV's ``dnn::NMSBoxes`` and torchvision). A box is suppressed when its
