@@ -210,7 +210,7 @@ class Rewrite(_Part):
 
     name: str
     nodes: _Count
-    max_abs_diff: float
+    max_abs_diff: float | None = None  # None: not measured (no check feeds were given)
     stage: str = ""
 
 

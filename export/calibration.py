@@ -305,7 +305,7 @@ def face_crops(files: Sequence[str | Path], detector, kind: str = "aligned", *, 
         files: face photos.
         detector: a face detector with 5 landmarks for ``"aligned"`` (YuNet).
         kind: ``"aligned"`` or ``"liveness"``.
-        crop_scale: box enlargement for ``"liveness"`` (the card's ``extra.crop_scale``).
+        crop_scale: box enlargement for ``"liveness"`` (the card's ``face_crop.crop_scale``).
         model_name: for error messages.
 
     Returns:

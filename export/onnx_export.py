@@ -189,9 +189,9 @@ def write_card(card_template: ModelCard | str | Path, model_path: str | Path, ou
                    for spec, (n, s) in zip(tpl.inputs, ins))
     outputs = tuple(dataclasses.replace(spec, name=n, shape=s, meaning=spec.meaning or n)
                     for spec, (n, s) in zip(tpl.outputs, outs))
-    provenance = msgspec.structs.replace(tpl.provenance, derived_from=DerivedFrom(name=tpl.name, sha256=tpl.sha256),
-                                         converter=f"torch.onnx {torch.__version__}", opset=opset,
-                                         **changes.pop("provenance", {}))
+    provenance = msgspec.structs.replace(tpl.provenance, **{
+        "derived_from": DerivedFrom(name=tpl.name, sha256=tpl.sha256), "converter": f"torch.onnx {torch.__version__}",
+        "opset": opset, **changes.pop("provenance", {})})
     # The upstream URL/wheel point at the float source, not at this file: keep them only as a note,
     # so the registry never tries to "download" the derived file from the source's address.
     source = Source(homepage=tpl.source.homepage,

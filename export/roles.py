@@ -242,7 +242,7 @@ def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path |
 
     Args:
         role: the model's role.
-        card: its card (preprocessing; ``extra.crop_scale`` for liveness).
+        card: its card (preprocessing; ``face_crop.crop_scale`` for liveness).
         data_dir: data directory (default ``edge.paths.data_dir()``).
         max_images: use at most this many calibration files (the first in sorted order).
         face_detector: detector making face crops (default: float YuNet).

@@ -34,6 +34,10 @@ def count_ops(path: Path, op_type: str) -> int:
     return sum(n.op_type == op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
+def _float_or_none(x) -> float | None:
+    return None if x is None else float(x)
+
+
 def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: dict | None = None
                   ) -> tuple[Path, ModelCard]:
     """The model file and card to put into the bundle for a chosen variant.
@@ -51,7 +55,7 @@ def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: 
     from export.variants import ExportStepError
 
     path = Path(path)
-    inherited = [Rewrite(name=r["name"], nodes=int(r["nodes"]), max_abs_diff=float(r["max_abs_diff"]),
+    inherited = [Rewrite(name=r["name"], nodes=int(r["nodes"]), max_abs_diff=_float_or_none(r.get("max_abs_diff")),
                          stage="float preparation") for r in (prep or {}).get("rewrites", [])]
     if path.suffix.lower() != ".onnx":
         prov = msgspec.structs.replace(card.provenance, rewrites=(),

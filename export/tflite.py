@@ -410,9 +410,9 @@ def tflite_card(template, tflite_path: str | Path, key: str, **changes):
     outputs = tuple(dataclasses.replace(s, name=t.name, shape=tuple(t.shape), quantization=quant(t))
                     if isinstance(s, OutputSpec) else s for s, t in zip(template.outputs, outs))
     target = get_target(key)
-    provenance = msgspec.structs.replace(
-        template.provenance, derived_from=DerivedFrom(name=template.name, sha256=template.sha256), variant=key,
-        io_dtype=target.io_dtype, converter=converter_versions(), **changes.pop("provenance", {}))
+    provenance = msgspec.structs.replace(template.provenance, **{
+        "derived_from": DerivedFrom(name=template.name, sha256=template.sha256), "variant": key,
+        "io_dtype": target.io_dtype, "converter": converter_versions(), **changes.pop("provenance", {})})
     source = Source(homepage=template.source.homepage,
                     note=f"derived by edge-export from {template.name} (sha256 {template.sha256[:16]}…); "
                          f"rebuild it with edge-export")
