@@ -126,6 +126,9 @@ def batched_nms(boxes_xyxy, scores, class_ids, iou_threshold: float, top_k: int 
     if b.shape[0] == 0:
         return np.zeros(0, np.int64)
     rects = np.column_stack([b[:, :2], np.clip(b[:, 2:] - b[:, :2], 0, None)])  # OpenCV takes x, y, w, h
+    low = float(rects[:, :2].min())
+    if low < 0:  # OpenCV separates classes by offsets of (largest coordinate + 1), wrong for negative boxes
+        rects[:, :2] -= low
     keep = cv2.dnn.NMSBoxesBatched(rects, s.astype(np.float32), c.astype(np.int32), -np.inf,
                                    float(iou_threshold), 1.0, int(top_k or 0))
     return np.asarray(keep, np.int64).reshape(-1)
