@@ -454,7 +454,7 @@ _SCHEMA_1_EXTRA = {
     **{k: ("provenance", k) for k in ("derived_from", "variant", "precision", "io_dtype", "converter", "opset",
                                       "ultralytics", "graph_rewrite", "rewrites", "rewrites_note", "prelu_nodes",
                                       "prelu_rewritten", "kept_float", "parity")},
-    "parity_max_abs_diff": ("provenance", "parity"), "rewrite_max_abs_diff": ("provenance", "rewrite_max_abs_diff"),
+    "parity_max_abs_diff": ("provenance", "parity"), "rewrite_max_abs_diff": ("provenance", "rewrites"),
 }
 
 
