@@ -152,9 +152,12 @@ CARDS = [
          file="classification/mobilenet_v2_1.0_224_quant.tflite", licence=APACHE,
          source={"url": f"{GH}/google-coral/test_data/raw/104342d2/mobilenet_v2_1.0_224_quant.tflite",
                  "homepage": f"{GH}/google-coral/test_data"},
-         description="MobileNetV2 ImageNet classifier, uint8 (Coral reference).",
+         description="MobileNetV2 ImageNet classifier, uint8 (Coral reference). Preprocessing: the upstream "
+                     "ImageNet evaluation crop (central 87.5 % of the shorter side, i.e. shorter side to 256, "
+                     "centre 224x224).",
          inputs=[dict(name="input", shape=[1, 224, 224, 3], layout="NHWC", dtype="uint8", color="RGB",
-                      quantization={"scale": 0.0078125, "zero_point": 128})],
+                      quantization={"scale": 0.0078125, "zero_point": 128}, resize="center_crop",
+                      resize_shorter=256, interpolation="linear")],
          outputs=[dict(name="MobilenetV2/Predictions/Softmax", shape=[1, 1001],
                        meaning="softmax probabilities, class 0 = background",
                        quantization={"scale": 0.00390625, "zero_point": 0})],
@@ -163,9 +166,12 @@ CARDS = [
          file="classification/mobilenet_v1_0.25_128_quant.tflite", licence=APACHE,
          source={"url": f"{GH}/google-coral/test_data/raw/104342d2/mobilenet_v1_0.25_128_quant.tflite",
                  "homepage": f"{GH}/google-coral/test_data"},
-         description="Tiny MobileNetV1 0.25 ImageNet classifier, uint8.",
+         description="Tiny MobileNetV1 0.25 ImageNet classifier, uint8. Preprocessing: the upstream ImageNet "
+                     "evaluation crop (central 87.5 % of the shorter side, i.e. shorter side to 146, centre "
+                     "128x128).",
          inputs=[dict(name="input", shape=[1, 128, 128, 3], layout="NHWC", dtype="uint8", color="RGB",
-                      quantization={"scale": 0.0078125, "zero_point": 128})],
+                      quantization={"scale": 0.0078125, "zero_point": 128}, resize="center_crop",
+                      resize_shorter=146, interpolation="linear")],
          outputs=[dict(name="MobilenetV1/Predictions/Reshape_1", shape=[1, 1001],
                        meaning="softmax probabilities, class 0 = background",
                        quantization={"scale": 0.00390625, "zero_point": 0})],
