@@ -152,7 +152,7 @@ def measure(model: str, threads: int, args, tmp: Path) -> dict:
     from edge import registry
 
     ref = registry.resolve(model)
-    score = float(ref.card.thresholds.get("score", 0.25))
+    score = float(0.25 if ref.card.thresholds.score is None else ref.card.thresholds.score)
     with create_detector(model, threads=threads, score_threshold=min(TRACK_LOW_SCORE, score)) as det:
         images = _first_images(args.source, args.frames)
         for img in images[:WARMUP]:

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model}: the plain baseline is written for YOLOX on onnxruntime "
               f"(got decoder {det.kind!r} on {det.backend})", file=sys.stderr)
         return 2
-    plain = PlainYolox(det.engine.path, args.threads, tuple(det.card.extra.get("strides", (8, 16, 32))),
+    plain = PlainYolox(det.engine.path, args.threads, tuple(det.card.decoding.strides or (8, 16, 32)),
                        det.spec.size)
     tensors = [prepare(im, det.spec)[0] for im in images]
 

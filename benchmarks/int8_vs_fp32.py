@@ -10,7 +10,7 @@ Pairs:
    The two networks are both MobileNetV2 1.0 at 224 (about 300 M MACs each: TF-slim's and
    torchvision's definitions of the same architecture).
 3. Every int8 variant in ``--variants DIR`` (an export output: models + cards) against the fp32
-   variant of the same source model (``extra["derived_from"]``), preferring the same runtime.
+   variant of the same source model (``provenance.derived_from``), preferring the same runtime.
 
 ``mobilenet_v1_0.25_128_quant`` has no float counterpart here and is not paired.
 

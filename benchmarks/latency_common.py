@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import msgspec
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -108,8 +110,8 @@ def find(results: list[dict], variant: str, backend: str | None = None, threads=
 
 
 def precision_of(card: ModelCard) -> str:
-    """``int8`` / ``fp16`` / ``fp32`` from the card's ``extra["precision"]``, its tensors, else its name."""
-    p = (card.extra or {}).get("precision")
+    """``int8`` / ``fp16`` / ``fp32`` from the card's ``provenance.precision``, its tensors, else its name."""
+    p = card.provenance.precision
     if p in ("int8", "fp16", "fp32"):
         return p
     if any(s.quantization is not None or s.dtype in ("uint8", "int8") for s in card.inputs):
@@ -121,10 +123,10 @@ def precision_of(card: ModelCard) -> str:
 
 
 def source_of(card: ModelCard) -> str:
-    """The float model a variant was derived from (``extra["derived_from"]``, else its name minus precision tokens)."""
-    derived = (card.extra or {}).get("derived_from")
-    if isinstance(derived, dict) and derived.get("name"):
-        return derived["name"]
+    """The float model a variant was derived from (``provenance.derived_from``, else its name minus precision tokens)."""
+    derived = card.provenance.derived_from
+    if derived is not None and derived.name:
+        return derived.name
     return re.sub(r"_(fp32|fp16|float16|int8bq|int8|uint8|quant|qdq)(?=_|$)", "", card.name)
 
 
@@ -188,8 +190,8 @@ def convert_tflite_fp32(model, onnx_card_path: Path, out_dir: Path) -> Path:
         onnx_card, name=name, format="tflite", file=path.name, sha256=sha256_file(path), size=path.stat().st_size,
         inputs=tuple(dataclasses.replace(s, name=d["name"]) for s, d in zip(onnx_card.inputs, ins)),
         outputs=tuple(dataclasses.replace(s, name=d["name"]) for s, d in zip(onnx_card.outputs, outs)),
-        extra={**onnx_card.extra, "converter": f"litert-torch {getattr(litert_torch, '__version__', '?')}",
-               "precision": "fp32"},
+        provenance=msgspec.structs.replace(onnx_card.provenance, precision="fp32",
+                                           converter=f"litert-torch {getattr(litert_torch, '__version__', '?')}"),
         description=f"{onnx_card.description} Converted to TFLite fp32 with litert-torch.")
     card_path = out_dir / f"{name}.json"
     card_path.write_text(card.to_json(), encoding="utf-8")

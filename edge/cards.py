@@ -4,6 +4,18 @@ A card says what a model does and exactly how to feed it: task, input tensors (s
 dtype, colour order, mean/std, resize rule, quantisation), outputs and their meaning, labels,
 licence, upstream source and sha256. ``edge/`` reads cards with :mod:`json` alone.
 
+What used to be loose keys of two ``extra`` / ``thresholds`` dicts are typed parts, one per
+concern, validated with msgspec (unknown or mistyped fields are errors naming the card and the
+field): :class:`Thresholds` (operating points and how they were derived), :class:`Decoding`
+(how a detector's raw outputs become boxes), :class:`FaceCrop` (the crop a liveness model
+expects), :class:`Macs` (multiply-accumulates counted at export time with ``onnx``),
+:class:`GateRecord` (the quality gate a variant passed) and :class:`Provenance` (what a file
+was derived from and how).
+
+Schema: :data:`CARD_SCHEMA` 2. Schema-1 cards (written before the typed parts, with ``extra``
+and a free ``thresholds`` dict) are still read: every known key moves to its typed home and an
+unknown one is refused by name (:func:`upgrade_schema_1`). They are never rewritten in place.
+
 Pixel normalisation convention: after colour conversion and resizing, a pixel ``p`` in
 0..255 becomes ``(p - mean) / std`` per channel (mean and std in 0..255 units). A uint8 input
 with ``mean=0, std=1`` is fed the raw pixels.
@@ -12,10 +24,11 @@ with ``mean=0, std=1`` is fed the raw pixels.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import msgspec
 from msgspec import Meta
 
 from edge.errors import ModelCardError
@@ -25,7 +38,10 @@ LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
 DTYPES = ("float32", "float16", "uint8", "int8")
 RESIZES = ("stretch", "letterbox", "letterbox_topleft", "center_crop", "none")
-CARD_SCHEMA = 1
+CARD_SCHEMA = 2
+#: ``Decoding.decoder`` values (the decoders of :mod:`edge.detect.decoders`).
+DECODER_NAMES = ("yolox", "ultralytics", "ultralytics_end2end", "tflite_ssd")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,154 @@ class LabelsRef:
     source: Source = field(default_factory=Source)
 
 
+_Unit = Annotated[float, Meta(ge=0, le=1)]
+_Count = Annotated[int, Meta(ge=0)]
+
+
+class _Part(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """A typed part of a card: unknown fields are refused, defaults are left out of the JSON."""
+
+
+class Thresholds(_Part):
+    """Operating points of the model, read once from here.
+
+    Attributes:
+        score: detection score above which a box is kept.
+        nms_iou: IoU above which NMS drops the lower-scored box of the same class.
+        cosine_at_far: embedder: cosine threshold per false-accept rate (keys as written, ``"0.001"``).
+        tar_at_far: embedder: true-accept rate reached at each of those thresholds.
+        roc_auc: embedder: ROC AUC on the pairs below.
+        derived_on: how and on what data the embedder thresholds were derived.
+        pairs, genuine_pairs, impostor_pairs: pair counts behind those figures.
+    """
+
+    score: _Unit | None = None
+    nms_iou: _Unit | None = None
+    cosine_at_far: dict[str, Annotated[float, Meta(ge=-1, le=1)]] | None = None
+    tar_at_far: dict[str, _Unit] | None = None
+    roc_auc: _Unit | None = None
+    derived_on: str | None = None
+    pairs: _Count | None = None
+    genuine_pairs: _Count | None = None
+    impostor_pairs: _Count | None = None
+
+
+class Decoding(_Part):
+    """How an object detector's raw outputs become boxes (:func:`edge.detect.decoders.make_decoder`).
+
+    Attributes:
+        decoder: one of :data:`DECODER_NAMES`.
+        strides: YOLOX grid strides (default 8, 16, 32).
+        num_classes: class count of an Ultralytics head.
+        multi_label: keep every class above the threshold per anchor, not only the best.
+    """
+
+    decoder: Literal[DECODER_NAMES]
+    strides: Annotated[tuple[Annotated[int, Meta(ge=1)], ...], Meta(min_length=1)] | None = None
+    num_classes: Annotated[int, Meta(ge=1)] | None = None
+    multi_label: bool = False
+
+
+class FaceCrop(_Part):
+    """The face crop a liveness model reads: the detector's box enlarged ``crop_scale`` times."""
+
+    crop_scale: Annotated[float, Meta(gt=0)]
+    live_class: _Count = 1
+
+
+class Macs(_Part):
+    """Multiply-accumulates of one inference, counted at export time (:mod:`export.macs`).
+
+    Attributes:
+        total: MACs of one inference at ``input_shape``.
+        by_precision: MACs per compute precision (``fp32`` / ``fp16`` / ``int8``).
+        input_shape: the first input's shape they were counted at (a fully convolutional model
+            fed another size scales with its pixel count).
+        counted_by: the counter and its version.
+    """
+
+    total: _Count
+    by_precision: dict[Literal[PRECISIONS], _Count]
+    input_shape: tuple[Annotated[int, Meta(ge=1)], ...]
+    counted_by: str = ""
+
+    @property
+    def precision(self) -> str:
+        """The precision that carries most MACs."""
+        return max(self.by_precision.items(), key=lambda kv: kv[1])[0] if self.by_precision else "fp32"
+
+
+class GateRecord(_Part):
+    """The quality gate a variant passed: the verdict and the figures it was judged on."""
+
+    passed: bool
+    metrics: dict[str, Any] = {}
+
+
+class DerivedFrom(_Part):
+    """The card and file a derived model was made from."""
+
+    name: str
+    sha256: str
+
+
+class Rewrite(_Part):
+    """One graph rewrite applied to the file (same function; outputs compared)."""
+
+    name: str
+    nodes: _Count
+    max_abs_diff: float | None = None  # None: not measured (no check feeds were given)
+    stage: str = ""
+
+
+class Parity(_Part):
+    """The exported file against its source on a real input."""
+
+    max_abs_diff: float
+    atol: float | None = None
+    image: str | None = None
+
+
+class Provenance(_Part):
+    """Where a derived file comes from and how it was made (written by ``edge-export``).
+
+    Attributes:
+        derived_from: the source card (name, sha256).
+        variant: the build target key (``tflite_int8``, ``onnx_fp16`` ...).
+        precision: ``fp32`` / ``fp16`` / ``int8`` when the name or tensors do not say it.
+        io_dtype: element type of the variant's inputs and outputs.
+        converter: the converter and its version, or package → version for several.
+        opset: ONNX opset of the file.
+        ultralytics: version of the Ultralytics package that built the source.
+        graph_rewrite: id of the whole-file rewrite that made this file (:mod:`export.graph_opt`).
+        rewrites: graph rewrites in the shipped file; ``rewrites_note`` why there are none.
+        prelu_rewritten: PRelu nodes rewritten as element-wise ops when exporting.
+        prelu_nodes: PRelu nodes left in the shipped file.
+        kept_float: nodes a partially quantised variant keeps in float (names, or their count).
+        parity: the file against its source.
+    """
+
+    derived_from: DerivedFrom | None = None
+    variant: str | None = None
+    precision: Literal[PRECISIONS] | None = None
+    io_dtype: str | None = None
+    converter: Union[str, dict[str, str], None] = None
+    opset: Annotated[int, Meta(ge=1)] | None = None
+    ultralytics: str | None = None
+    graph_rewrite: str | None = None
+    rewrites: tuple[Rewrite, ...] | None = None
+    rewrites_note: str | None = None
+    prelu_rewritten: _Count | None = None
+    prelu_nodes: _Count | None = None
+    kept_float: Union[tuple[str, ...], _Count, None] = None
+    parity: Parity | None = None
+
+
+#: The typed parts of a card, by field name (a dict given for one is validated into its type).
+_PARTS: dict[str, type] = {"thresholds": Thresholds, "decoding": Decoding, "face_crop": FaceCrop, "macs": Macs,
+                           "gate": GateRecord, "provenance": Provenance}
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """Everything needed to run one model file correctly."""
@@ -114,11 +278,21 @@ class ModelCard:
     labels: LabelsRef | None = None
     description: str = ""
     size: int | None = None
-    thresholds: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    decoding: Decoding | None = None
+    face_crop: FaceCrop | None = None
+    macs: Macs | None = None
+    gate: GateRecord | None = None
+    provenance: Provenance = field(default_factory=Provenance)
     schema: int = CARD_SCHEMA
 
     def __post_init__(self) -> None:
+        for key, kind in _PARTS.items():  # a plain dict (code building a card) is validated into its type
+            value = getattr(self, key)
+            if isinstance(value, dict):
+                object.__setattr__(self, key, _check_json_type(ModelCard, key, value, f"card {self.name!r}"))
+            elif value is not None and not isinstance(value, kind):
+                raise ModelCardError(f"card {self.name!r}: field {key!r} must be a {kind.__name__}, got {type(value).__name__}")
         if self.task not in TASKS:
             raise ModelCardError(f"card {self.name!r}: task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
@@ -143,7 +317,11 @@ class ModelCard:
         return self.licence.non_commercial
 
     def to_dict(self) -> dict:
-        return _drop_none(asdict(self))
+        d = _drop_none(msgspec.to_builtins(self))
+        for key in ("thresholds", "provenance"):  # empty parts are left out
+            if d.get(key) == {}:
+                del d[key]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
@@ -196,7 +374,8 @@ _JSON_TYPES: dict[tuple[type, str], Any] = {
     (ModelCard, "name"): str, (ModelCard, "task"): str, (ModelCard, "format"): str,
     (ModelCard, "file"): Annotated[str, Meta(min_length=1)], (ModelCard, "sha256"): str,
     (ModelCard, "description"): str, (ModelCard, "size"): Union[Annotated[int, Meta(ge=0)], None],
-    (ModelCard, "thresholds"): dict[str, Any], (ModelCard, "extra"): dict[str, Any], (ModelCard, "schema"): int,
+    **{(ModelCard, key): Union[kind, None] for key, kind in _PARTS.items()},
+    (ModelCard, "schema"): Annotated[int, Meta(ge=1, le=CARD_SCHEMA)],
     (ModelCard, "inputs"): Annotated[list, Meta(min_length=1)], (ModelCard, "outputs"): Annotated[list, Meta(min_length=1)],
     (InputSpec, "name"): str, (InputSpec, "shape"): Annotated[tuple[_Dim, ...], Meta(min_length=1, max_length=8)],
     (InputSpec, "layout"): str, (InputSpec, "dtype"): Literal[DTYPES], (InputSpec, "color"): str,
@@ -231,6 +410,8 @@ def _check_json_type(cls, key: str, value, origin: str):
 def _build(cls, data, origin: str):
     if not isinstance(data, dict):
         raise ModelCardError(f"{origin}: expected an object for {cls.__name__}, got {type(data).__name__}")
+    if cls is ModelCard and data.get("schema", 1) == 1:
+        data = upgrade_schema_1(data, origin)
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
@@ -252,6 +433,8 @@ def _build(cls, data, origin: str):
             value = tuple(_build(seq, v, f"{origin}.{key}[{i}]") for i, v in enumerate(value))
         elif isinstance(value, list):
             value = tuple(value)
+        if cls is ModelCard and key in _PARTS and value is None:
+            continue  # null: the default (an empty part or none)
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -261,3 +444,65 @@ def _build(cls, data, origin: str):
         if missing:
             raise ModelCardError(f"{origin}: {cls.__name__} is missing required field(s) {', '.join(missing)}") from e
         raise ModelCardError(f"{origin}: {e}") from e
+
+
+#: Schema 1 (``extra`` dict) key -> (typed part, field) it moves to in schema 2.
+_SCHEMA_1_EXTRA = {
+    "decoder": ("decoding", "decoder"), "strides": ("decoding", "strides"), "num_classes": ("decoding", "num_classes"),
+    "multi_label": ("decoding", "multi_label"), "crop_scale": ("face_crop", "crop_scale"),
+    "live_class": ("face_crop", "live_class"), "gate": ("gate", None), "macs": ("macs", None),
+    **{k: ("provenance", k) for k in ("derived_from", "variant", "precision", "io_dtype", "converter", "opset",
+                                      "ultralytics", "graph_rewrite", "rewrites", "rewrites_note", "prelu_nodes",
+                                      "prelu_rewritten", "kept_float", "parity")},
+    "parity_max_abs_diff": ("provenance", "parity"), "rewrite_max_abs_diff": ("provenance", "rewrites"),
+}
+
+
+def upgrade_schema_1(data: dict, origin: str) -> dict:
+    """A schema-1 card's dict in the schema-2 shape (the ``extra`` keys moved to their typed parts).
+
+    Raises:
+        ModelCardError: an ``extra`` key schema 1 never had (named), or a malformed ``extra``.
+    """
+    data = dict(data)
+    extra = data.pop("extra", None) or {}
+    if not isinstance(extra, dict):
+        raise ModelCardError(f"{origin}: field 'extra' (schema 1) must be an object, got {type(extra).__name__}")
+    unknown = sorted(set(extra) - set(_SCHEMA_1_EXTRA))
+    if unknown:
+        raise ModelCardError(f"{origin}: unknown key(s) {', '.join('extra.' + k for k in unknown)} in a schema-1 card "
+                             f"(known: {', '.join(sorted(_SCHEMA_1_EXTRA))})")
+    parts: dict[str, dict] = {}
+    for key, value in extra.items():
+        part, name = _SCHEMA_1_EXTRA[key]
+        if key == "macs":
+            raw = value if isinstance(value, dict) else {"fp32": value}
+            by = {k: v for k, v in raw.items() if k in PRECISIONS}
+            data["macs"] = {"total": raw.get("total", sum(v for v in by.values() if isinstance(v, int))),
+                            "by_precision": by, "input_shape": list((data.get("inputs") or [{}])[0].get("shape", [1])),
+                            "counted_by": "schema-1 card"}
+        elif key == "gate":
+            data["gate"] = value
+        elif key == "parity":
+            v = value if isinstance(value, dict) else {"max_abs_diff": value}
+            parts.setdefault("provenance", {})["parity"] = {
+                "max_abs_diff": v.get("max_abs_diff", v.get("max_abs_diff_logits")),
+                **{k: v[k] for k in ("atol", "image") if k in v}}
+        elif key == "parity_max_abs_diff":
+            parts.setdefault("provenance", {})["parity"] = {"max_abs_diff": value}
+        elif key == "rewrite_max_abs_diff":
+            continue  # recorded with the rewrite below
+        elif key == "graph_rewrite" and "prelu_nodes" in extra:
+            prov = parts.setdefault("provenance", {})
+            prov["graph_rewrite"] = value  # schema 1's graph_opt wrote the count it rewrote as prelu_nodes
+            prov["prelu_rewritten"] = extra["prelu_nodes"]
+            prov["rewrites"] = [{"name": "prelu", "nodes": extra["prelu_nodes"],
+                                 "max_abs_diff": extra.get("rewrite_max_abs_diff", 0.0), "stage": "graph_opt"}]
+        elif key == "prelu_nodes" and "graph_rewrite" in extra:
+            continue
+        else:
+            parts.setdefault(part, {})[name] = value
+    for part, values in parts.items():
+        data[part] = values
+    data["schema"] = CARD_SCHEMA
+    return data

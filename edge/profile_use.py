@@ -176,14 +176,16 @@ def detector_defaults(profile: DeviceProfile | None, *, score: float | None = No
     :data:`edge.detect.detector.DEFAULT_SCORE` / ``DEFAULT_NMS_IOU``."""
     from edge.detect.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE
 
-    card_t = dict(getattr(card, "thresholds", None) or {})
+    card_t = card.thresholds if card is not None else None
     if profile is not None:
         t = profile.thresholds
         base_score, base_iou, origin = t.detection_score, t.nms_iou, f"profile {profile.name}"
     else:
-        base_score = float(card_t.get("score", DEFAULT_SCORE))
-        base_iou = float(card_t.get("nms_iou", DEFAULT_NMS_IOU))
-        origin = "model card" if card_t else "built-in defaults"
+        card_score = card_t.score if card_t is not None else None
+        card_iou = card_t.nms_iou if card_t is not None else None
+        base_score = DEFAULT_SCORE if card_score is None else float(card_score)
+        base_iou = DEFAULT_NMS_IOU if card_iou is None else float(card_iou)
+        origin = "model card" if card_score is not None or card_iou is not None else "built-in defaults"
     return DetectorDefaults(score=base_score if score is None else float(score),
                             nms_iou=base_iou if nms_iou is None else float(nms_iou), origin=origin)
 

@@ -130,9 +130,9 @@ def face_pipeline_from_release(release, *, threads: int | None = None, profile=N
                             "rebuild it with the liveness role, or pass --no-liveness (insecure)")
     kw = {"engine_options": eng}
     kind = "yunet" if "yunet" in det_m.card.name else None
-    det_opts = {k: float(det_m.card.thresholds[c]) for k, c in (("score_threshold", "score"),
-                                                                ("nms_threshold", "nms_iou"))
-                if c in det_m.card.thresholds}
+    det_opts = {k: float(getattr(det_m.card.thresholds, c)) for k, c in (("score_threshold", "score"),
+                                                                         ("nms_threshold", "nms_iou"))
+                if getattr(det_m.card.thresholds, c) is not None}
     det = create_face_detector(det_m.model_path, kind=kind, backend=backend, **kw, **det_opts)
     parts = [det]
     try:

@@ -85,7 +85,7 @@ class SelftestReport:
 
 def precision_of(card) -> str:
     """``"int8"``, ``"fp16"`` or ``"fp32"`` from the card's variant (integer inputs mean int8)."""
-    variant = str((card.extra or {}).get("variant", "")).lower()
+    variant = (card.provenance.variant or "").lower()
     if any(k in variant for k in ("int8", "uint8", "dynamic", "quant")):
         return "int8"
     if "fp16" in variant:

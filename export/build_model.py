@@ -33,9 +33,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import msgspec
 import numpy as np
 
-from edge.cards import ModelCard, load_card
+from edge.cards import GateRecord, ModelCard, load_card
 from edge.registry import get_card, resolve
 from export.variants import ExportStepError, check_agreement, get_target
 
@@ -306,7 +307,7 @@ class ModelBuild:
             raise ExportStepError(self.source.name, f"{key} check", f"{dst.name} disagrees with the float model on "
                                   f"{ag.output!r}: cosine {ag.cosine:.5f}, rel. error {ag.rel_err:.3g}")
         card = load_card(write_card(self.card, dst, dst.with_suffix(".json"), name=dst.stem,
-                                    extra={"variant": key, "io_dtype": target.io_dtype}))
+                                    provenance={"variant": key, "io_dtype": target.io_dtype}))
         rep = VariantReport(key, dst, dst.stat().st_size, time.perf_counter() - t0, _agreement(ag), card=card)
         if fallback is not None:
             rep.gate, rep.keep_float, rep.note = fallback.chosen.gate, fallback.float_nodes, fallback.reason
@@ -355,7 +356,7 @@ class ModelBuild:
         if not steps or not steps[-1].accepted:
             return None, log_rows
         s = steps[-1]
-        card = tflite_card(self.card, s.path, failed.key, extra={"kept_float": len(s.keep_float)})
+        card = tflite_card(self.card, s.path, failed.key, provenance={"kept_float": len(s.keep_float)})
         rep = VariantReport(failed.key, s.path, s.path.stat().st_size, 0.0, failed.agreement, results[s.path],
                             keep_float=s.keep_float, note=f"{len(s.keep_float)} layer(s) kept in float", card=card)
         return rep, log_rows
@@ -453,13 +454,12 @@ class ModelBuild:
 
     def _final_card(self, v: VariantReport) -> ModelCard:
         card = v.card
-        thresholds = dict(card.thresholds)
-        thresholds.update(v.gate.card_thresholds or {})
-        extra = dict(card.extra)
-        extra["gate"] = {"passed": v.gate.passed, "metrics": v.gate.metrics}
+        thresholds = {**msgspec.to_builtins(card.thresholds), **(v.gate.card_thresholds or {})}
+        provenance = card.provenance
         if v.keep_float:
-            extra["kept_float"] = list(v.keep_float)
-        return replace(card, thresholds=thresholds, extra=extra)
+            provenance = msgspec.structs.replace(provenance, kept_float=tuple(v.keep_float))
+        return replace(card, thresholds=thresholds, provenance=provenance,
+                       gate=GateRecord(passed=v.gate.passed, metrics=dict(v.gate.metrics)))
 
 
 def default_threads(profile_threads: int) -> int:

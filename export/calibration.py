@@ -324,7 +324,7 @@ def face_crops(files: Sequence[str | Path], detector, kind: str = "aligned", *, 
         detector: a face detector with 5 landmarks for ``"aligned"`` (YuNet); for ``"aligned"`` an
             image without a face found is searched again with a border (:data:`TIGHT_CROP_PAD`).
         kind: ``"aligned"`` or ``"liveness"``.
-        crop_scale: box enlargement for ``"liveness"`` (the card's ``extra.crop_scale``).
+        crop_scale: box enlargement for ``"liveness"`` (the card's ``face_crop.crop_scale``).
         model_name: for error messages.
 
     Returns:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edge import paths
-from edge.cards import ModelCard
+from edge.cards import ModelCard, Parity
 from edge.imageio import load_image
 from edge.preprocess import prepare
 from edge.registry import resolve
@@ -116,7 +116,6 @@ def export_mobilenet_v2_onnx(out_dir: str | Path, *, opset: int = 17, dynamic_ba
     log.info("%s: exported in %.2f s, max |torch - onnx| %.3g on %s", onnx_path, seconds, parity.max_abs_diff,
              parity.image)
     card_path = write_card(card, onnx_path, out / f"{name}.json", name=name,
-                           extra={"parity": {"image": Path(parity.image).name,
-                                             "max_abs_diff_logits": parity.max_abs_diff,
-                                             "atol": ONNX_LOGITS_ATOL}})
+                           provenance={"parity": Parity(image=Path(parity.image).name,
+                                                        max_abs_diff=float(parity.max_abs_diff), atol=ONNX_LOGITS_ATOL)})
     return onnx_path, card_path

@@ -142,7 +142,7 @@ def _convert(args) -> int:
                 out.unlink()
                 raise RuntimeError(f"{out.name} disagrees with {src.name} on {check}: cosine {ag.cosine:.5f}, rel. "
                                    f"error {ag.rel_err:.3g} (tolerance {target.tolerance}); not written")
-            new_card = load_card(write_card(card, out, work / "card.json", name=out.stem, extra={"variant": key}))
+            new_card = load_card(write_card(card, out, work / "card.json", name=out.stem, provenance={"variant": key}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     card_path = out.with_name(out.name + ".json")

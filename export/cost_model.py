@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from edge.bench.roofline import MacCount, count_macs, peak_for
+from edge.bench.roofline import MacCount, card_macs, peak_for
 from edge.profile import DeviceProfile
 from export.variants import Format, Precision, Scheme, Target, target_for_file
 
@@ -205,6 +205,17 @@ def xnnpack_partitions(path: str | Path) -> int | None:
     return sum(1 for op in ops if op["op_name"] == "DELEGATE")
 
 
+def _file_macs(path: Path) -> MacCount | None:
+    """The export-time count (:mod:`export.macs`) of a file, as the bench's :class:`MacCount`."""
+    from export.macs import file_macs
+
+    try:
+        m = file_macs(path)
+    except (ValueError, RuntimeError, ImportError, OSError):
+        return None
+    return None if m is None else MacCount(m.total, dict(m.by_precision), {}, (), "card")
+
+
 def _board_macs(macs: MacCount, target: Target, profile: DeviceProfile,
                 fp16_metadata: bool) -> tuple[dict, tuple[str, ...]]:
     """MACs per precision as the board computes them (int8-labelled MACs stay int8)."""
@@ -224,7 +235,7 @@ def estimate(path: str | Path, target: Target | None, profile: DeviceProfile, *,
         path: the variant's file (its MACs are counted, its size is the bytes read per inference).
         target: its export target (from the file name when ``None``).
         profile: the board.
-        card: the variant's card (MACs from ``extra["macs"]`` when the file cannot be counted).
+        card: the variant's card (its export-time ``macs`` when it has them).
         macs: a count made already.
         fp32_partitions: XNNPACK partitions of the model's fp32 TFLite file; a TFLite variant split
             into more is excluded (:data:`XNNPACK_SPLIT`).
@@ -234,9 +245,9 @@ def estimate(path: str | Path, target: Target | None, profile: DeviceProfile, *,
     """
     path = Path(path)
     target = target or target_for_file(path)
-    macs = macs or count_macs(path, card)
+    macs = macs or (card_macs(card) if card is not None else None) or _file_macs(path)
     if macs is None or macs.total <= 0:
-        raise ValueError(f"{path.name}: cannot count its MACs (and its card has no extra.macs) for the cost model; "
+        raise ValueError(f"{path.name}: cannot count its MACs (and its card has no macs) for the cost model; "
                          "give --board-timings from `edge bench` on the board instead")
     by_prec, facts = _board_macs(macs, target, profile, fp16_allowed(path))
     compute = profile.compute

@@ -46,8 +46,9 @@ class FaceDetectorGate(Gate):
 
         from export.calibration import read_image
 
-        score = float(self.card.thresholds.get("score", 0.6))
-        nms = float(self.card.thresholds.get("nms_iou", 0.3))
+        t = self.card.thresholds
+        score = 0.6 if t.score is None else float(t.score)
+        nms = 0.3 if t.nms_iou is None else float(t.nms_iou)
         boxes, raw = [], []
         with _load(path, backend, self.threads) as eng:
             det = create_face_detector(str(path), engine=eng, kind="yunet", score_threshold=score, nms_threshold=nms)
@@ -229,9 +230,9 @@ class LivenessGate(Gate):
         if self._faces is None:
             from export.calibration import largest_face, read_image
 
-            scale = self.card.extra.get("crop_scale")
-            if scale is None:
-                raise ExportStepError(self.card.name, "gate", "liveness card has no extra.crop_scale")
+            if self.card.face_crop is None:
+                raise ExportStepError(self.card.name, "gate", "liveness card has no face_crop.crop_scale")
+            scale = self.card.face_crop.crop_scale
             from edge.face.liveness import scaled_crop
 
             det = default_face_detector(self.threads)

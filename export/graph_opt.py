@@ -109,7 +109,7 @@ def optimized_embedder(name_or_path: str | Path, out_dir: str | Path, *, force: 
     """
     import dataclasses
 
-    from edge.cards import load_card
+    from edge.cards import Rewrite, load_card
     from edge.registry import resolve, sha256_file
     from export.onnx_export import write_card
 
@@ -121,8 +121,9 @@ def optimized_embedder(name_or_path: str | Path, out_dir: str | Path, *, force: 
     onnx_path, card_path = out / f"{name}.onnx", out / f"{name}.json"
     if not force and onnx_path.is_file() and card_path.is_file():
         card = load_card(card_path)
-        if (card.sha256 == sha256_file(onnx_path) and card.extra.get("graph_rewrite") == REWRITE_ID
-                and card.extra.get("derived_from", {}).get("sha256") == ref.card.sha256):
+        prov = card.provenance
+        if (card.sha256 == sha256_file(onnx_path) and prov.graph_rewrite == REWRITE_ID
+                and prov.derived_from is not None and prov.derived_from.sha256 == ref.card.sha256):
             return onnx_path, card_path
     n = rewrite_prelu(ref.path, onnx_path)
     if n == 0:
@@ -135,5 +136,7 @@ def optimized_embedder(name_or_path: str | Path, out_dir: str | Path, *, force: 
     write_card(tpl, onnx_path, card_path, name=name,
                description=f"{ref.card.description} PRelu rewritten as x + (slope-1)*Min(x,0) (same function; "
                            f"max |Δ| {diff:.1e} on random inputs).",
-               extra={"converter": "export.graph_opt.rewrite_prelu", "graph_rewrite": REWRITE_ID, "prelu_nodes": n, "rewrite_max_abs_diff": diff})
+               provenance={"converter": "export.graph_opt.rewrite_prelu", "graph_rewrite": REWRITE_ID,
+                           "prelu_rewritten": n, "rewrites": (Rewrite(name="prelu", nodes=int(n), max_abs_diff=float(diff),
+                                                                      stage="graph_opt"),)})
     return onnx_path, card_path

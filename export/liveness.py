@@ -3,7 +3,7 @@
 Both checkpoints of the registry (``minifasnet_v2_scale2.7``, ``minifasnet_v1se_scale4.0``)
 are loaded strictly into :mod:`export.nets.minifasnet`, exported (input ``input``
 ``1×3×80×80`` float BGR 0–255, output ``logits`` ``1×3``), checked against torch on random
-crops, and described by cards (task ``liveness``, ``extra.crop_scale`` 2.7 / 4.0) that
+crops, and described by cards (task ``liveness``, ``face_crop.crop_scale`` 2.7 / 4.0) that
 :class:`edge.face.liveness.PassiveLiveness` reads.
 
 Example:
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.cards import FaceCrop, Parity
 from edge.registry import get_card, resolve
 from export.graph_opt import rewrite_prelu
 from export.nets.minifasnet import INPUT_SIZE, load_minifasnet
@@ -75,8 +76,8 @@ def export_one(name: str, out_dir: str | Path, *, fast_prelu: bool = True) -> tu
     prelus = rewrite_prelu(onnx_path, onnx_path) if fast_prelu else 0
     diff = check_parity(model, onnx_path)  # checked after the rewrite: the file shipped is the one compared
     card_path = write_card(card, onnx_path, out / f"{name}.json",
-                           extra={"crop_scale": float(card.extra["crop_scale"]), "parity_max_abs_diff": diff,
-                                  "live_class": 1, "prelu_rewritten": prelus})
+                           face_crop=FaceCrop(crop_scale=card.face_crop.crop_scale, live_class=1),
+                           provenance={"parity": Parity(max_abs_diff=float(diff)), "prelu_rewritten": int(prelus)})
     log.info("exported %s (max |Δlogit| %.2e)", onnx_path, diff)
     return onnx_path, card_path
 

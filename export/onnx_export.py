@@ -23,9 +23,11 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+import msgspec
 import torch
 
-from edge.cards import InputSpec, ModelCard, OutputSpec, Source, load_card
+from edge.cards import DerivedFrom, InputSpec, ModelCard, OutputSpec, Source, load_card
+from export.macs import file_macs
 from edge.registry import sha256_file
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,9 @@ def write_card(card_template: ModelCard | str | Path, model_path: str | Path, ou
 
     Preprocessing (colour, mean/std, resize), labels, licence and source are kept from the
     template; name, format, file, sha256, size and the input/output names and shapes come
-    from the exported file. ``extra`` records what it was derived from and the converter.
+    from the exported file. ``provenance`` records what it was derived from and the converter;
+    ``macs`` is counted from the file (:mod:`export.macs`; absent for an input with symbolic
+    dims other than the batch).
 
     Args:
         card_template: the source model's card (or a path to its JSON).
@@ -161,7 +165,8 @@ def write_card(card_template: ModelCard | str | Path, model_path: str | Path, ou
             card must sit in the same directory.
         out_card_path: where to write the JSON.
         **changes: top-level :class:`~edge.cards.ModelCard` fields to override (e.g. ``name``,
-            ``description``); ``extra`` is merged into the generated one.
+            ``description``, ``decoding``, ``face_crop``); a ``provenance`` dict is merged into the
+            generated one.
 
     Returns:
         ``out_card_path`` as a Path; the file loads with :func:`edge.cards.load_card`.
@@ -184,18 +189,16 @@ def write_card(card_template: ModelCard | str | Path, model_path: str | Path, ou
                    for spec, (n, s) in zip(tpl.inputs, ins))
     outputs = tuple(dataclasses.replace(spec, name=n, shape=s, meaning=spec.meaning or n)
                     for spec, (n, s) in zip(tpl.outputs, outs))
-    extra = {**tpl.extra,
-             "derived_from": {"name": tpl.name, "sha256": tpl.sha256},
-             "converter": f"torch.onnx {torch.__version__}",
-             "opset": opset,
-             **changes.pop("extra", {})}
+    provenance = msgspec.structs.replace(tpl.provenance, **{
+        "derived_from": DerivedFrom(name=tpl.name, sha256=tpl.sha256), "converter": f"torch.onnx {torch.__version__}",
+        "opset": opset, **changes.pop("provenance", {})})
     # The upstream URL/wheel point at the float source, not at this file: keep them only as a note,
     # so the registry never tries to "download" the derived file from the source's address.
     source = Source(homepage=tpl.source.homepage,
                     note=f"derived by edge-export from {tpl.name} (sha256 {tpl.sha256[:16]}…, "
                          f"upstream {tpl.source.url or tpl.source.pypi or tpl.source.homepage}); rebuild it with edge-export")
     fields = dict(name=mp.stem, format="onnx", file=mp.name, sha256=sha256_file(mp), size=mp.stat().st_size,
-                  inputs=inputs, outputs=outputs, extra=extra, source=source,
+                  inputs=inputs, outputs=outputs, provenance=provenance, source=source, macs=file_macs(mp),
                   description=f"{tpl.description} Exported to ONNX (opset {opset}) from {tpl.name}.".strip())
     fields.update(changes)
     card = dataclasses.replace(tpl, **fields)

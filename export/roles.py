@@ -248,7 +248,7 @@ def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path |
 
     Args:
         role: the model's role.
-        card: its card (preprocessing; ``extra.crop_scale`` for liveness).
+        card: its card (preprocessing; ``face_crop.crop_scale`` for liveness).
         data_dir: data directory (default ``edge.paths.data_dir()``).
         max_images: use at most this many calibration files (the first in sorted order).
         face_detector: detector making face crops (default: float YuNet).
@@ -271,7 +271,7 @@ def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path |
         if role is Role.FACE_EMBEDDER:
             crops, used = face_crops(files, det, "aligned", model_name=card.name)
         else:
-            crops, used = face_crops(files, det, "liveness", crop_scale=card.extra.get("crop_scale"),
+            crops, used = face_crops(files, det, "liveness", crop_scale=card.face_crop.crop_scale if card.face_crop else None,
                                      model_name=card.name)
     finally:
         if face_detector is None:

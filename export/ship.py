@@ -8,7 +8,7 @@ called by ``edge-export build`` for each chosen variant:
   (:func:`export.graph_opt.rewrite_prelu`; onnxruntime's PRelu kernel is its slowest CPU op), the
   rewritten file is checked against the chosen one on random inputs (max |Δ| ≤
   :data:`export.graph_opt.REWRITE_ATOL`), and the card records every rewrite the file carries,
-  including those made earlier while preparing the float model (``extra.rewrites``);
+  including those made earlier while preparing the float model (``provenance.rewrites``);
 * TFLite: nothing to do (PRELU is a native TFLite/XNNPACK kernel); the card says so.
 
 Example:
@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edge.cards import ModelCard
+import msgspec
+
+from edge.cards import ModelCard, Rewrite
 
 __all__ = ["shipped_model", "count_ops"]
 
@@ -30,6 +32,10 @@ def count_ops(path: Path, op_type: str) -> int:
     import onnx
 
     return sum(n.op_type == op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _float_or_none(x) -> float | None:
+    return None if x is None else float(x)
 
 
 def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: dict | None = None
@@ -49,10 +55,12 @@ def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: 
     from export.variants import ExportStepError
 
     path = Path(path)
-    inherited = [dict(r, stage="float preparation") for r in (prep or {}).get("rewrites", [])]
+    inherited = [Rewrite(name=r["name"], nodes=int(r["nodes"]), max_abs_diff=_float_or_none(r.get("max_abs_diff")),
+                         stage="float preparation") for r in (prep or {}).get("rewrites", [])]
     if path.suffix.lower() != ".onnx":
-        extra = dict(card.extra, rewrites=[], rewrites_note="none needed: PRELU is a native TFLite/XNNPACK kernel")
-        return path, dataclasses.replace(card, extra=extra)
+        prov = msgspec.structs.replace(card.provenance, rewrites=(),
+                                       rewrites_note="none needed: PRELU is a native TFLite/XNNPACK kernel")
+        return path, dataclasses.replace(card, provenance=prov)
     rewrites = inherited  # every variant is made from the prepared float model
     if count_ops(path, "PRelu"):
         dst = Path(work) / "shipped" / path.name
@@ -61,9 +69,10 @@ def shipped_model(path: str | Path, card: ModelCard, work: str | Path, *, prep: 
         if diff > REWRITE_ATOL:
             raise ExportStepError(card.name, "ship", f"the PRelu rewrite of {path.name} changed its outputs by "
                                   f"{diff:.2e} (> {REWRITE_ATOL}): not shipped")
-        rewrites = [r for r in rewrites if r.get("name") != "prelu"] + [
-            {"name": "prelu", "nodes": n, "max_abs_diff": diff, "stage": "shipping"}]
+        rewrites = [r for r in rewrites if r.name != "prelu"] + [
+            Rewrite(name="prelu", nodes=int(n), max_abs_diff=float(diff), stage="shipping")]
         path = dst
     # a checked property of the shipped graph, whatever made it so (float preparation, the torch
     # exporter's own rewrite, or the rewrite above)
-    return path, dataclasses.replace(card, extra=dict(card.extra, rewrites=rewrites, prelu_nodes=0))
+    prov = msgspec.structs.replace(card.provenance, rewrites=tuple(rewrites), prelu_nodes=0)
+    return path, dataclasses.replace(card, provenance=prov)

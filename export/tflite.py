@@ -374,20 +374,24 @@ def tflite_card(template, tflite_path: str | Path, key: str, **changes):
     Preprocessing, labels, licence and thresholds come from ``template``; shapes and the
     quantisation (scale, zero point) of integer I/O come from the file. Inputs stay ``float32``
     in the card: the LiteRT engine quantises float feeds and dequantises integer outputs itself.
-    ``extra`` records the variant, its I/O dtype and the converter versions.
+    ``provenance`` records the variant, its I/O dtype and the converter versions; ``macs`` is
+    counted from the file.
 
     Args:
         template: the source model's :class:`~edge.cards.ModelCard`.
         tflite_path: the variant file (the card's ``file`` is its name).
         key: the variant's target key (e.g. ``tflite_int8``).
-        **changes: card fields to override (``extra`` is merged).
+        **changes: card fields to override (a ``provenance`` dict is merged).
 
     Raises:
         ExportError: the file's input/output count differs from the template's.
     """
     import dataclasses
 
-    from edge.cards import OutputSpec, Quantization, Source
+    import msgspec
+
+    from edge.cards import DerivedFrom, OutputSpec, Quantization, Source
+    from export.macs import file_macs
     from edge.engines import load_engine
     from edge.registry import sha256_file
 
@@ -406,14 +410,14 @@ def tflite_card(template, tflite_path: str | Path, key: str, **changes):
     outputs = tuple(dataclasses.replace(s, name=t.name, shape=tuple(t.shape), quantization=quant(t))
                     if isinstance(s, OutputSpec) else s for s, t in zip(template.outputs, outs))
     target = get_target(key)
-    extra = {**template.extra, "derived_from": {"name": template.name, "sha256": template.sha256},
-             "variant": key, "io_dtype": target.io_dtype, "converter": converter_versions(),
-             **changes.pop("extra", {})}
+    provenance = msgspec.structs.replace(template.provenance, **{
+        "derived_from": DerivedFrom(name=template.name, sha256=template.sha256), "variant": key,
+        "io_dtype": target.io_dtype, "converter": converter_versions(), **changes.pop("provenance", {})})
     source = Source(homepage=template.source.homepage,
                     note=f"derived by edge-export from {template.name} (sha256 {template.sha256[:16]}…); "
                          f"rebuild it with edge-export")
     fields = dict(name=p.stem, format="tflite", file=p.name, sha256=sha256_file(p), size=p.stat().st_size,
-                  inputs=inputs, outputs=outputs, extra=extra, source=source,
+                  inputs=inputs, outputs=outputs, provenance=provenance, source=source, macs=file_macs(p),
                   description=f"{template.description} {target.description} (from {template.name}).".strip())
     fields.update(changes)
     return dataclasses.replace(template, **fields)

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import torch
 
-from edge.cards import InputSpec, Licence, ModelCard, OutputSpec, Source
+from edge.cards import Decoding, InputSpec, Licence, ModelCard, OutputSpec, Provenance, Source, Thresholds
 from edge.registry import get_card, sha256_file
+from export.macs import file_macs
 from export.onnx_export import ExportError, export_onnx, onnx_io
 
 __all__ = ["load_ultralytics", "export_ultralytics_onnx", "ultralytics_card", "is_ultralytics_source", "is_end2end",
@@ -219,10 +220,10 @@ def ultralytics_card(onnx_path: str | Path, *, name: str, nc: int, source_desc: 
                           pad_value=ULTRA_PAD_VALUE, interpolation="linear"),),
         outputs=(OutputSpec(name=out_name, shape=out_shape,
                             meaning=meaning),),
-        labels=labels, thresholds=dict(DEFAULT_THRESHOLDS),
+        labels=labels, thresholds=Thresholds(**DEFAULT_THRESHOLDS), macs=file_macs(mp),
         description=f"Ultralytics detector from {source_desc} ({nc} classes), ONNX opset {opset}.",
-        extra={"decoder": "ultralytics_end2end" if end2end else "ultralytics", "num_classes": nc, "converter": f"torch.onnx {torch.__version__}",
-               "ultralytics": ultra_version, "opset": opset})
+        decoding=Decoding(decoder="ultralytics_end2end" if end2end else "ultralytics", num_classes=nc),
+        provenance=Provenance(converter=f"torch.onnx {torch.__version__}", ultralytics=ultra_version, opset=opset))
 
 
 def export_ultralytics_onnx(src: str | Path | torch.nn.Module, out_dir: str | Path, imgsz: int = 640,

@@ -114,7 +114,7 @@ def test_bundle_model_runs_and_sees_a_cat(built, samples):
     with load_engine(m.model_path, threads=1) as eng:
         y = eng.run({eng.inputs[0].name: x})[m.card.outputs[0].name]
     assert "cat" in labels[int(y.argmax())].lower()
-    assert m.card.extra["gate"]["passed"] is True
+    assert m.card.gate.passed is True
 
 
 def test_non_commercial_embedder_needs_accept_licence(tmp_path, keys, capsys):

@@ -234,7 +234,7 @@ def test_finalize_maps_back_through_letterbox_and_clips():
 
 def _card_with(extra: dict) -> ModelCard:
     data = get_card("yolox_nano_416").to_dict()
-    data["extra"] = extra
+    data["decoding"] = extra
     return ModelCard.from_dict(data)
 
 
@@ -249,7 +249,7 @@ def _card_with(extra: dict) -> ModelCard:
 ])
 def test_make_decoder_from_card(extra, want):
     if isinstance(want, type):
-        with pytest.raises(want, match="extra"):
+        with pytest.raises(want, match="decoding"):
             make_decoder(_card_with(extra))
     else:
         assert type(make_decoder(_card_with(extra))).__name__ == want

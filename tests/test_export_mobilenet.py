@@ -127,9 +127,13 @@ def test_card_round_trips(exported):
     assert card.inputs[0].name == "input" and tuple(card.inputs[0].shape) == (1, 3, 224, 224)
     assert card.outputs[0].name == "logits" and tuple(card.outputs[0].shape) == (1, 1000)
     assert card.labels is not None and card.licence.spdx == "BSD-3-Clause"
-    assert card.extra["derived_from"]["name"] == "mobilenet_v2_torchvision"
-    assert card.extra["converter"].startswith("torch.onnx ")
-    assert card.extra["parity"]["max_abs_diff_logits"] < ATOL
+    assert card.provenance.derived_from.name == "mobilenet_v2_torchvision"
+    assert card.provenance.converter.startswith("torch.onnx ")
+    assert card.provenance.parity.max_abs_diff < ATOL
+    from export.macs import count_onnx_macs
+
+    assert card.macs == count_onnx_macs(onnx_path)  # counted at export time, read by the device
+    assert card.macs.total == pytest.approx(300e6, rel=0.02)  # MobileNetV2 1.0 224: 300 M MAdds (paper)
     ref = resolve(card_path)  # the card resolves its file beside it, sha256-checked
     assert ref.path.resolve() == onnx_path.resolve()
 

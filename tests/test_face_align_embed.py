@@ -192,7 +192,7 @@ def test_builtin_embedders_carry_thresholds(name):
     card = get_card(name)
     t2, t3 = threshold_for(card, 1e-2), threshold_for(card, "0.001")
     assert 0.1 < t2 < t3 < 0.9  # a stricter FAR needs a higher cosine
-    assert card.thresholds["derived_on"]
+    assert card.thresholds.derived_on
 
 
 def test_missing_threshold_is_an_error_not_a_default():

@@ -155,8 +155,8 @@ def test_profile_sets_far_and_liveness_threshold(tmp_path_factory):
     with create_pipeline(profile=prof, embedder="mobilefacenet_128d", liveness_dir=live_dir, threads=1) as p:
         assert p.target_far == prof.thresholds.target_far
         assert p.liveness.threshold == prof.thresholds.liveness
-        assert p.threshold() == p.embedder.card.thresholds["cosine_at_far"]["0.001"]
-        assert p.threshold(1e-2) == p.embedder.card.thresholds["cosine_at_far"]["0.01"]
+        assert p.threshold() == p.embedder.card.thresholds.cosine_at_far["0.001"]
+        assert p.threshold(1e-2) == p.embedder.card.thresholds.cosine_at_far["0.01"]
 
 
 def test_pipeline_validates_options():

@@ -132,7 +132,7 @@ def test_edge_eval_faces_on_deepface_pairs(data_dir, capsys):
     assert out["roc_auc"] > 0.99
     assert set(out["at_far"]) == {"0.01", "0.001"} and not out["at_far"]["0.001"]["resolved"]
     card = out["at_card_thresholds"]["0.001"]
-    assert card["threshold"] == get_card("mobilefacenet_128d").thresholds["cosine_at_far"]["0.001"]
+    assert card["threshold"] == get_card("mobilefacenet_128d").thresholds.cosine_at_far["0.001"]
     assert card["false_accepts"] <= 1  # the one look-alike pair (see test_face_pipeline)
 
 
@@ -162,5 +162,5 @@ def test_card_thresholds_rederive_on_lfw(data_dir):
     assert found == 200
     s, y = pair_scores(embs, pairs)
     for far, key in ((1e-2, "0.01"), (1e-3, "0.001")):
-        assert threshold_at_far(s, y, far) == pytest.approx(card.thresholds["cosine_at_far"][key], abs=CARD_DECIMALS_TOL)
-        assert rates_at_threshold(s, y, card.thresholds["cosine_at_far"][key]).far <= far + 1 / 19_800
+        assert threshold_at_far(s, y, far) == pytest.approx(card.thresholds.cosine_at_far[key], abs=CARD_DECIMALS_TOL)
+        assert rates_at_threshold(s, y, card.thresholds.cosine_at_far[key]).far <= far + 1 / 19_800

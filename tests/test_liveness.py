@@ -97,7 +97,7 @@ def test_exported_cards(liveness_dir):
     found = find_liveness_cards([liveness_dir])
     names = [c.name for c, _ in found]
     assert names == ["minifasnet_v1se_scale4.0", "minifasnet_v2_scale2.7"]
-    scales = {c.name: c.extra["crop_scale"] for c, _ in found}
+    scales = {c.name: c.face_crop.crop_scale for c, _ in found}
     assert scales == {"minifasnet_v1se_scale4.0": 4.0, "minifasnet_v2_scale2.7": 2.7}
     for card, path in found:
         assert card.task == "liveness" and card.format == "onnx" and path.is_file()

@@ -101,7 +101,7 @@ def test_release_from_archive_and_defaults(release_build, monkeypatch, tmp_path)
     assert set(rel.roles) == set(ROLES.split(","))
     assert len(rel.models("liveness")) == 2
     assert rel.path.is_dir() and oct(rel.path.parent.stat().st_mode & 0o777) == "0o700"
-    assert rel.model("face_embedder").card.thresholds["cosine_at_far"]["0.001"] > 0
+    assert rel.model("face_embedder").card.thresholds.cosine_at_far["0.001"] > 0
     # the defaults: the active release under EDGE_RELEASES_DIR, the key from EDGE_TRUST
     releases = tmp_path / "releases"
     releases.mkdir()
@@ -295,7 +295,7 @@ def test_unlock_enroll_and_verify_use_only_the_release(release_build, offline, u
     out = capsys.readouterr().out
     emb = open_release(release_build["dir"], release_build["pub"]).model("face_embedder").card
     # the threshold is the one re-derived for the shipped variant, read from the release's card
-    assert f"threshold {emb.thresholds['cosine_at_far']['0.001']:.4f} at FAR 0.001" in out
+    assert f"threshold {emb.thresholds.cosine_at_far['0.001']:.4f} at FAR 0.001" in out
     assert "yunet_s_640x640_fp32.tflite" in out and "minifasnet_v2_scale2.7_fp32" in out
     stranger = str(data_dir / "faces" / "deepface" / STRANGER)
     assert edge_main(["unlock", "verify", "alice", "--source", stranger, "--allow-ssh", *rel]) == 1

@@ -143,7 +143,7 @@ def test_precision_follows_the_variant(release_build):
     cards = [load_card(p) for p in release_build["dir"].rglob("*.json")
              if p.parent.name in ("classifier", "detector")]
     assert cards and all(precision_of(c) == "fp32" for c in cards)
-    int8 = dataclasses.replace(cards[0], extra={**cards[0].extra, "variant": "tflite_int8"})
-    fp16 = dataclasses.replace(cards[0], extra={**cards[0].extra, "variant": "onnx_fp16"})
+    int8 = dataclasses.replace(cards[0], provenance={"variant": "tflite_int8"})
+    fp16 = dataclasses.replace(cards[0], provenance={"variant": "onnx_fp16"})
     assert precision_of(int8) == "int8" and precision_of(fp16) == "fp16"
     assert os.path.exists(release_build["dir"] / INDEX)

@@ -29,9 +29,9 @@ def test_a_chosen_onnx_with_prelu_ships_rewritten(tmp_path, model_dir):
     assert count_ops(src, "PRelu") == 27
     path, shipped = shipped_model(src, card, tmp_path)
     assert path != src and count_ops(path, "PRelu") == 0
-    assert shipped.extra["prelu_nodes"] == 0
-    (r,) = shipped.extra["rewrites"]
-    assert r["name"] == "prelu" and r["nodes"] == 27 and r["max_abs_diff"] <= 1e-4
+    assert shipped.provenance.prelu_nodes == 0
+    (r,) = shipped.provenance.rewrites
+    assert r.name == "prelu" and r.nodes == 27 and r.max_abs_diff <= 1e-4
     x = np.random.default_rng(1).uniform(0, 255, (1, 3, 112, 112)).astype(np.float32)
     assert np.abs(_outputs(src, x) - _outputs(path, x)).max() <= 1e-4
     assert shipped.thresholds == card.thresholds  # same function: same thresholds
@@ -41,7 +41,7 @@ def test_tflite_ships_as_chosen(tmp_path, model_dir):
     card = get_card("mobilenet_v1_0.25_128_quant")
     src = resolve_model(card)
     path, shipped = shipped_model(src, card, tmp_path)
-    assert path == src and shipped.extra["rewrites"] == [] and "native" in shipped.extra["rewrites_note"]
+    assert path == src and shipped.provenance.rewrites == () and "native" in shipped.provenance.rewrites_note
 
 
 @pytest.mark.slow
@@ -64,9 +64,9 @@ def test_onnx_build_ships_rewritten_graphs(tmp_path, model_dir, data_dir):
         for m in b.models(role):
             assert m.model_path.suffix == ".onnx" and count_ops(m.model_path, "PRelu") == 0, m.model_path
             card = json.loads(m.card_path.read_text())
-            assert card["extra"]["prelu_nodes"] == 0
+            assert card["provenance"]["prelu_nodes"] == 0
     emb = b.model("face_embedder")
-    assert [r["name"] for r in emb.card.extra["rewrites"]] == ["prelu"]
+    assert [r.name for r in emb.card.provenance.rewrites] == ["prelu"]
     # the shipped embedder computes what the registry's does
     x = np.random.default_rng(2).uniform(0, 255, (1, 3, 112, 112)).astype(np.float32)
     ref = _outputs(resolve_model(get_card("sface_2021dec_fp32")), x)

@@ -52,7 +52,7 @@ def test_card_describes_ultralytics_preprocessing(exported):
     assert card["task"] == "object_detection" and card["file"] == onnx_path.name
     assert spec["name"] == "images" and spec["shape"] == [1, 3, IMGSZ, IMGSZ]
     assert (spec["color"], spec["resize"], spec["pad_value"], spec["std"]) == ("RGB", "letterbox", 114, [255.0] * 3)
-    assert card["extra"]["decoder"] == "ultralytics" and card["extra"]["num_classes"] == 80
+    assert card["decoding"]["decoder"] == "ultralytics" and card["decoding"]["num_classes"] == 80
     assert card["licence"]["spdx"].startswith("AGPL-3.0") and "copyleft" in card["licence"]["note"]
     assert card["labels"]["file"].endswith("coco_labels_coral.txt")
 

@@ -52,7 +52,7 @@ def yolo26(tmp_path_factory):
 
 def test_yolo26_exports_the_nms_free_head_and_matches_torch(yolo26, samples):
     model, onnx_path, card = yolo26
-    assert card.extra["decoder"] == "ultralytics_end2end" and card.extra["num_classes"] == 80
+    assert card.decoding.decoder == "ultralytics_end2end" and card.decoding.num_classes == 80
     x, _ = prepare(load_image(samples / "bus.jpg"), card.inputs[0])
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
@@ -98,7 +98,7 @@ def test_yolo11_keeps_its_nms_head(tmp_path):
     model = load_ultralytics("yolo11n.yaml")
     _, card_path = export_ultralytics_onnx(model, tmp_path, IMGSZ, name="yolo11n")
     card = load_card(card_path)
-    assert card.extra["decoder"] == "ultralytics" and card.outputs[0].shape[1] == 84
+    assert card.decoding.decoder == "ultralytics" and card.outputs[0].shape[1] == 84
     with pytest.raises(ValueError, match="no one-to-one"):
         load_ultralytics("yolo11n.yaml", end2end=True)
 

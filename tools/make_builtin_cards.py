@@ -1,12 +1,20 @@
 """Regenerate edge/registry/cards/*.json from the table below (run from the project root).
 
-Kept as a script so the cards' facts (upstream sources, licences, conventions from
+MACs of the ONNX/TFLite files are counted here, once, with the export-time counter
+(:func:`export.macs.file_macs`; a model with a dynamic input has none). Kept as a script so the cards' facts (upstream sources, licences, conventions from
 ../shared/models/MANIFEST.md) are reviewed in one place; the JSON files are what ships.
 """
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from edge.cards import CARD_SCHEMA  # noqa: E402
+from export.macs import file_macs  # noqa: E402
 
 MIRROR = Path(os.environ.get("EDGE_MODEL_DIR", "../shared/models"))
 OUT = Path("edge/registry/cards")
@@ -26,6 +34,9 @@ IMAGENET_LABELS = {"file": "classification/imagenet_labels_1001.txt",
                    "source": {"url": f"{GH}/google-coral/test_data/raw/104342d2/imagenet_labels.txt"}}
 COCO_LABELS = {"file": "detection/coco_labels_coral.txt",
                "source": {"url": f"{GH}/google-coral/test_data/raw/104342d2/coco_labels.txt"}}
+
+#: Inputs with symbolic dims: the shape their MACs are counted at (the device scales by pixels).
+MACS_AT = {"yunet_s_dynamic": {"input": (1, 3, 640, 640)}}
 
 CARDS = [
     dict(name="yunet_s_640x640", task="face_detection", format="onnx",
@@ -116,7 +127,7 @@ CARDS = [
                      "3 logits, softmax, class 1 = live. Float source: export to ONNX with edge-export.",
          inputs=[dict(name="input", shape=[1, 3, 80, 80], layout="NCHW", color="BGR")],
          outputs=[dict(name="logits", shape=[1, 3], meaning="softmax; class 1 = live face")],
-         extra={"crop_scale": 2.7}),
+         face_crop={"crop_scale": 2.7}),
     dict(name="minifasnet_v1se_scale4.0", task="liveness", format="pytorch-state-dict",
          file="antispoof/minifasnet_v1se_scale4.0_80x80.pth", licence=APACHE,
          source={"url": f"{GH}/minivision-ai/Silent-Face-Anti-Spoofing/raw/b6d5f04/resources/anti_spoof_models/4_0_0_80x80_MiniFASNetV1SE.pth",
@@ -124,7 +135,7 @@ CARDS = [
          description="MiniFASNetV1SE passive anti-spoofing; 80x80 BGR crop of the face box enlarged 4.0x.",
          inputs=[dict(name="input", shape=[1, 3, 80, 80], layout="NCHW", color="BGR")],
          outputs=[dict(name="logits", shape=[1, 3], meaning="softmax; class 1 = live face")],
-         extra={"crop_scale": 4.0}),
+         face_crop={"crop_scale": 4.0}),
     dict(name="mobilenet_v2_torchvision", task="classification", format="pytorch-state-dict",
          file="classification/mobilenet_v2_torchvision_b0353104.pth", licence={"spdx": "BSD-3-Clause"},
          source={"url": "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
@@ -141,9 +152,12 @@ CARDS = [
          file="classification/mobilenet_v2_1.0_224_quant.tflite", licence=APACHE,
          source={"url": f"{GH}/google-coral/test_data/raw/104342d2/mobilenet_v2_1.0_224_quant.tflite",
                  "homepage": f"{GH}/google-coral/test_data"},
-         description="MobileNetV2 ImageNet classifier, uint8 (Coral reference).",
+         description="MobileNetV2 ImageNet classifier, uint8 (Coral reference). Preprocessing: the upstream "
+                     "ImageNet evaluation crop (central 87.5 % of the shorter side, i.e. shorter side to 256, "
+                     "centre 224x224).",
          inputs=[dict(name="input", shape=[1, 224, 224, 3], layout="NHWC", dtype="uint8", color="RGB",
-                      quantization={"scale": 0.0078125, "zero_point": 128})],
+                      quantization={"scale": 0.0078125, "zero_point": 128}, resize="center_crop",
+                      resize_shorter=256, interpolation="linear")],
          outputs=[dict(name="MobilenetV2/Predictions/Softmax", shape=[1, 1001],
                        meaning="softmax probabilities, class 0 = background",
                        quantization={"scale": 0.00390625, "zero_point": 0})],
@@ -152,9 +166,12 @@ CARDS = [
          file="classification/mobilenet_v1_0.25_128_quant.tflite", licence=APACHE,
          source={"url": f"{GH}/google-coral/test_data/raw/104342d2/mobilenet_v1_0.25_128_quant.tflite",
                  "homepage": f"{GH}/google-coral/test_data"},
-         description="Tiny MobileNetV1 0.25 ImageNet classifier, uint8.",
+         description="Tiny MobileNetV1 0.25 ImageNet classifier, uint8. Preprocessing: the upstream ImageNet "
+                     "evaluation crop (central 87.5 % of the shorter side, i.e. shorter side to 146, centre "
+                     "128x128).",
          inputs=[dict(name="input", shape=[1, 128, 128, 3], layout="NHWC", dtype="uint8", color="RGB",
-                      quantization={"scale": 0.0078125, "zero_point": 128})],
+                      quantization={"scale": 0.0078125, "zero_point": 128}, resize="center_crop",
+                      resize_shorter=146, interpolation="linear")],
          outputs=[dict(name="MobilenetV1/Predictions/Reshape_1", shape=[1, 1001],
                        meaning="softmax probabilities, class 0 = background",
                        quantization={"scale": 0.00390625, "zero_point": 0})],
@@ -169,7 +186,7 @@ CARDS = [
          outputs=[dict(name="output", shape=[1, 3549, 85],
                        meaning="raw: cx, cy, w, h (grid/stride encoded), objectness, 80 class probabilities")],
          labels=dict(COCO_LABELS, first=0, exclude=["n/a"]),
-         extra={"decoder": "yolox", "strides": [8, 16, 32]},
+         decoding={"decoder": "yolox", "strides": [8, 16, 32]},
          thresholds={"score": 0.25, "nms_iou": 0.45}),
     dict(name="ssd_mobilenet_v1_coco_quant", task="object_detection", format="tflite",
          file="detection/ssd_mobilenet_v1_coco_quant.tflite", licence=APACHE,
@@ -183,7 +200,7 @@ CARDS = [
                   dict(name="TFLite_Detection_PostProcess:2", shape=[1, 10], meaning="scores"),
                   dict(name="TFLite_Detection_PostProcess:3", shape=[1], meaning="number of detections")],
          labels=dict(COCO_LABELS, first=0),
-         extra={"decoder": "tflite_ssd"},
+         decoding={"decoder": "tflite_ssd"},
          thresholds={"score": 0.5}),
 ]
 
@@ -194,9 +211,12 @@ def main():
         old.unlink()
     for card in CARDS:
         card = dict(card)
-        card["schema"] = 1
         card["sha256"] = sha(card["file"])
         card["size"] = size(card["file"])
+        macs = file_macs(MIRROR / card["file"], MACS_AT.get(card["name"])) if card["format"] in ("onnx", "tflite") else None
+        if macs is not None:  # counted once, here; tests/test_macs.py checks them against the counter
+            card["macs"] = msgspec.to_builtins(macs)
+        card["schema"] = CARD_SCHEMA
         labels = card.get("labels")
         if labels and (MIRROR / labels["file"]).exists():
             labels["sha256"] = sha(labels["file"])

@@ -320,6 +320,12 @@ def to_markdown(report: dict) -> str:
     for r in report["results"]:
         if r.get("error"):
             lines.append(f"\n- {result_key(r)}: {r['status']}: {r['error']}")
+    partial = [f"{result_key(r)} ({len(r['macs']['uncounted'])} nodes)" for r in report["results"]
+               if (r.get("macs") or {}).get("uncounted")]
+    if partial:
+        lines.append("\nGMACs are a lower bound for models without a card: the bare-ONNX fallback counts only the "
+                     "Conv/Gemm/MatMul nodes whose shapes the file states (build the model with edge-export for the "
+                     "full export-time count): " + "; ".join(partial))
     if flagged:
         lines.append("\n⚠ below 5 % of the roofline bound (far from what the cores could do): " + "; ".join(flagged))
     over = [result_key(r) for r in report["results"] if ((r.get("roofline") or {}).get("efficiency") or 0) > 1]

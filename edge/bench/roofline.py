@@ -1,20 +1,22 @@
 """Roofline: multiply-accumulates per model, the latency lower bound they imply, the efficiency reached.
 
-MACs are counted from the model itself: an ONNX graph through :mod:`edge.bench.onnx_graph` and
-:mod:`edge.bench.onnx_shapes` (``edge/`` never imports ``onnx``), a TFLite model through its
-interpreter's op list (:mod:`edge.bench.tflite_macs`). Conv (grouped and depthwise),
-ConvTranspose, Gemm, MatMul and their integer/QLinear forms are counted; element-wise ops,
-pooling and resizing are not (they are memory-bound and cost no MACs by convention, as in the
-published MobileNet/YOLOX figures). A model neither can read falls back to ``card.extra["macs"]``.
+MACs come from the model's card (``card.macs``, counted once at export time with ``onnx`` by
+:mod:`export.macs`; the registry cards carry theirs, checked by a test against that counter). A
+model without a card: a TFLite file is counted from its interpreter's op list
+(:mod:`edge.bench.tflite_macs`); a bare ONNX file gets the small fallback of
+:mod:`edge.bench.onnx_macs`, which counts only the nodes whose shapes the file states and lists
+the others as uncounted (the bench report shows them). Conv (grouped and depthwise),
+ConvTranspose, Gemm, MatMul and their integer/QLinear forms carry MACs; element-wise ops,
+pooling and resizing do not (memory-bound; the published MobileNet/YOLOX convention).
 
 With a profile's peak for the precision the MACs run at (:class:`edge.profile.ComputeSpec`),
 the lower bound is ``2 · MACs / peak`` (one MAC = two operations), scaled to the cores the run
 may use; efficiency is that bound over the measured latency.
 
 Example:
-    >>> count = count_macs("yolox_nano_416.onnx")                            # doctest: +SKIP
+    >>> count = count_macs("yolox_nano_416.onnx", get_card("yolox_nano_416"))  # doctest: +SKIP
     >>> round(count.total / 1e9, 2)                                          # doctest: +SKIP
-    1.08
+    0.52
 """
 
 from __future__ import annotations
@@ -32,135 +34,80 @@ from pathlib import Path
 import numpy as np
 
 from edge.bench.macs import MacCount
-from edge.bench.onnx_graph import FLOAT16, Graph, Node, read_graph
-from edge.bench.onnx_shapes import infer_shapes
 from edge.errors import ModelFormatError
 
-__all__ = ["MacCount", "Roofline", "count_macs", "count_onnx_macs", "roofline", "calibrate_peak_gflops",
+__all__ = ["MacCount", "Roofline", "count_macs", "card_macs", "roofline", "calibrate_peak_gflops",
            "peak_for", "FAR_FROM_BOUND", "PRECISIONS"]
 
 #: A variant whose efficiency is below this fraction of its roofline bound is flagged.
 FAR_FROM_BOUND = 0.05
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Ops whose MACs are counted, by where their data and weight inputs are.
-_MAC_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3), "ConvTranspose": (0, 1),
-            "Gemm": (0, 1), "MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3)}
-_INTEGER_OPS = frozenset({"ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul"})
 #: numpy matmul size and repeats used by :func:`calibrate_peak_gflops`.
 CALIBRATION_N = 1024
 CALIBRATION_REPEATS = 12
 
 
-def _prod(dims) -> int | None:
-    if dims is None or any(d is None for d in dims):
+def _pixels(shape) -> int | None:
+    """Height × width of an image-like input shape (its last two dims for NCHW, middle two for NHWC)."""
+    dims = [d for d in (shape or ()) if isinstance(d, int)]
+    if len(shape or ()) != 4 or len(dims) != 4:
         return None
-    return int(np.prod(dims, dtype=np.int64)) if dims else 1
+    hw = dims[2:] if dims[1] in (1, 3, 4) else dims[1:3]
+    return hw[0] * hw[1]
 
 
-def _node_macs(node: Node, metas: dict) -> int | None:
-    def shape(i: int):
-        if i >= len(node.inputs) or not node.inputs[i] or node.inputs[i] not in metas:
-            return None
-        return metas[node.inputs[i]].shape
-
-    x_i, w_i = _MAC_OPS[node.op_type]
-    xs, ws = shape(x_i), shape(w_i)
-    out = metas.get(node.outputs[0]).shape if node.outputs[0] in metas else None
-    if xs is None or ws is None:
-        return None
-    op = node.op_type
-    if op in ("Conv", "ConvInteger", "QLinearConv"):
-        n_out, per_out = _prod(out), _prod(ws[1:])
-        return None if n_out is None or per_out is None else n_out * per_out
-    if op == "ConvTranspose":
-        n_in, per_in = _prod(xs), _prod(ws[1:])
-        return None if n_in is None or per_in is None else n_in * per_in
-    if op == "Gemm":
-        k = xs[0] if node.attrs.get("transA", 0) else xs[-1]
-        n_out = _prod(out)
-        return None if k is None or n_out is None else n_out * k
-    k, n_out = xs[-1], _prod(out)  # MatMul family: every output element is a K-long dot product
-    return None if k is None or n_out is None else n_out * k
-
-
-def _precision(node: Node, metas: dict, producers: dict[str, Node]) -> str:
-    if node.op_type in _INTEGER_OPS:
-        return "int8"
-    src = producers.get(node.inputs[0])
-    if src is not None and src.op_type == "DequantizeLinear":  # QDQ activations: runtimes fuse to int8 kernels
-        return "int8"
-    x = metas.get(node.inputs[0])
-    return "fp16" if x is not None and x.dtype == FLOAT16 else "fp32"
-
-
-def count_graph_macs(graph: Graph, input_shapes: dict | None = None) -> MacCount:
-    """MACs of a parsed ONNX :class:`~edge.bench.onnx_graph.Graph` (see :func:`count_onnx_macs`)."""
-    shapes = dict(input_shapes or {})
-    for name, meta in graph.inputs.items():  # a symbolic batch dim counts one sample
-        if name not in shapes and meta.shape and meta.shape[0] is None:
-            shapes[name] = (1,) + tuple(meta.shape[1:])
-    metas = infer_shapes(graph, shapes)
-    producers = {o: n for n in graph.nodes for o in n.outputs}
-    total, by_precision, by_op, uncounted = 0, {}, {}, []
-    for node in graph.nodes:
-        if node.op_type not in _MAC_OPS or node.domain not in ("", "ai.onnx"):
-            continue
-        macs = _node_macs(node, metas)
-        if macs is None:
-            uncounted.append(f"{node.op_type}:{node.name or node.outputs[0]}")
-            continue
-        prec = _precision(node, metas, producers)
-        total += macs
-        by_precision[prec] = by_precision.get(prec, 0) + macs
-        by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
-    return MacCount(total, by_precision, by_op, tuple(uncounted), "onnx-graph")
-
-
-def count_onnx_macs(path: str | Path, input_shapes: dict | None = None) -> MacCount:
-    """MACs of an ONNX model file.
+def card_macs(card, input_shape=None) -> MacCount | None:
+    """The card's export-time MACs as a :class:`MacCount`, or None when the card has none.
 
     Args:
-        path: ``.onnx`` file.
-        input_shapes: concrete shapes for inputs with symbolic dims (``{"input": (1, 3, 480, 640)}``);
-            a symbolic batch dim not given here counts as 1.
-
-    Raises:
-        ModelFormatError: the file is not an ONNX model.
+        card: a :class:`edge.cards.ModelCard`.
+        input_shape: the first input's shape the model runs at, when it differs from the one the
+            MACs were counted at (a dynamic model): the figure is scaled by the pixel count, exact
+            for a fully convolutional network whose strides divide both sizes.
     """
-    return count_graph_macs(read_graph(path), input_shapes)
-
-
-def _card_macs(card) -> MacCount | None:
-    raw = (card.extra or {}).get("macs") if card is not None else None
-    if raw is None:
+    m = getattr(card, "macs", None)
+    if m is None:
         return None
-    if isinstance(raw, dict):
-        by = {k: int(v) for k, v in raw.items() if k in PRECISIONS}
-        total = int(raw.get("total", sum(by.values())))
-        return MacCount(total, by or {"fp32": total}, {}, (), "card")
-    return MacCount(int(raw), {"fp32": int(raw)}, {}, (), "card")
+    by, source = dict(m.by_precision), "card"
+    if input_shape is not None and tuple(input_shape) != tuple(m.input_shape):
+        have, want = _pixels(m.input_shape), _pixels(tuple(input_shape))
+        if not have or not want:
+            return None
+        by = {k: v * want // have for k, v in by.items()}
+        source = "card-scaled"
+    return MacCount(sum(by.values()), by, {}, (), source)
 
 
 def count_macs(path: str | Path, card=None, input_shapes: dict | None = None) -> MacCount | None:
-    """MACs of a model file by its format, falling back to the card's ``extra["macs"]``.
+    """MACs of a model: its card's (export time), else counted from a TFLite file, else the ONNX fallback.
+
+    Args:
+        path: the model file.
+        card: its card, or None for a bare model.
+        input_shapes: concrete input shapes of a run (``{"input": (1, 3, 480, 640)}``).
 
     Returns:
-        A :class:`MacCount`, or ``None`` when neither the file nor the card gives one.
+        A :class:`MacCount`, or ``None`` when neither the card nor the file gives one.
     """
+    shape = None
+    if input_shapes and card is not None and card.inputs:
+        shape = input_shapes.get(card.inputs[0].name)
+    from_card = card_macs(card, shape) if card is not None else None
+    if from_card is not None:
+        return from_card
     suffix = Path(path).suffix.lower()
-    counted: MacCount | None = None
     try:
-        if suffix == ".onnx":
-            counted = count_onnx_macs(path, input_shapes)
-        elif suffix == ".tflite":
+        if suffix == ".tflite":
             from edge.bench.tflite_macs import count_tflite_macs
 
-            counted = count_tflite_macs(path)
-    except (ModelFormatError, ImportError):
-        counted = None
-    if counted is not None and counted.total > 0:
-        return counted
-    return _card_macs(card) or counted
+            return count_tflite_macs(path)
+        if suffix == ".onnx":
+            from edge.bench.onnx_macs import count_stated_onnx_macs
+
+            return count_stated_onnx_macs(path)
+    except (ModelFormatError, ImportError, OSError):
+        return None
+    return None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import sys
 
+import msgspec
+
 from edge.errors import EdgeError, ReleaseNotFoundError
 
 
@@ -33,16 +35,16 @@ def add_parser(sub) -> None:
 
 def _model_row(role: str, m) -> dict:
     card = m.card
-    extra = card.extra or {}
-    gate = extra.get("gate") or {}
+    gate = card.gate
     row = {"role": role, "name": card.name, "file": m.model_path.name, "format": card.format,
-           "variant": extra.get("variant"), "size": card.size, "sha256": card.sha256,
+           "variant": card.provenance.variant, "size": card.size, "sha256": card.sha256,
            "licence": card.licence.spdx, "non_commercial": card.non_commercial,
-           "gate": {"passed": gate.get("passed"), "metrics": gate.get("metrics", {})} if gate else None}
-    if card.thresholds:
-        row["thresholds"] = card.thresholds
-    if extra.get("rewrites"):
-        row["rewrites"] = extra["rewrites"]
+           "gate": {"passed": gate.passed, "metrics": dict(gate.metrics)} if gate is not None else None}
+    thresholds = msgspec.to_builtins(card.thresholds)
+    if thresholds:
+        row["thresholds"] = thresholds
+    if card.provenance.rewrites:
+        row["rewrites"] = msgspec.to_builtins(card.provenance.rewrites)
     return row
 
 

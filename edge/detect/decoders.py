@@ -6,7 +6,7 @@ NMS. :func:`finalize` then filters classes, runs class-aware NMS, keeps the best
 ``max_detections`` and maps the boxes back to source-frame pixels as a
 :class:`~edge.types.Detections`.
 
-Supported heads (chosen by a card's ``extra["decoder"]``, see :func:`make_decoder`):
+Supported heads (chosen by a card's ``decoding.decoder``, see :func:`make_decoder`):
 
 - ``"yolox"``: YOLOX grid/stride head, output ``[1, N, 5 + C]`` raw
   ``(cx, cy, w, h, objectness, C class probabilities)``; ``xy = (p + grid) · s``,
@@ -367,7 +367,7 @@ class TfliteSsdDecoder:
         return decode_tflite_ssd(boxes, classes, scores, count, input_wh=input_wh, score_threshold=score_threshold)
 
 
-#: ``card.extra["decoder"]`` values and the decoder class each selects.
+#: ``card.decoding.decoder`` values (:data:`edge.cards.DECODER_NAMES`) and the decoder class each selects.
 DECODERS: dict[str, type] = {"yolox": YoloxDecoder, "ultralytics": UltralyticsDecoder, "tflite_ssd": TfliteSsdDecoder,
                              "ultralytics_end2end": object}  # NMS-free heads: edge.detect.decode_end2end
 
@@ -379,29 +379,26 @@ def _end2end() -> type:
 
 
 def make_decoder(card: ModelCard, *, multi_label: bool | None = None) -> Decoder:
-    """The decoder a card asks for in ``extra["decoder"]``.
+    """The decoder a card asks for in its ``decoding`` part (:class:`edge.cards.Decoding`).
 
-    Card ``extra`` keys read: ``decoder`` (required), ``strides`` (yolox), ``num_classes``
-    (ultralytics; default: the number of labels is not known here, so the layout is inferred),
-    ``multi_label`` (bool, default False).
+    Read: ``decoder`` (required), ``strides`` (yolox), ``num_classes`` (ultralytics; default:
+    the number of labels is not known here, so the layout is inferred), ``multi_label``. Their
+    types and ranges were checked when the card was loaded.
 
     Raises:
-        ModelCardError: no or an unknown ``decoder``, or malformed strides.
+        ModelCardError: the card has no ``decoding`` part.
     """
-    kind = card.extra.get("decoder")
-    if kind not in DECODERS:
-        raise ModelCardError(f"card {card.name!r}: extra.decoder must be one of {', '.join(DECODERS)}, got {kind!r}")
-    ml = bool(card.extra.get("multi_label", False)) if multi_label is None else bool(multi_label)
+    if card.decoding is None:
+        raise ModelCardError(f"card {card.name!r}: an object detector's card needs a 'decoding' part "
+                             f"(decoder one of {', '.join(DECODERS)})")
+    kind = card.decoding.decoder
+    ml = card.decoding.multi_label if multi_label is None else bool(multi_label)
     names = tuple(o.name for o in card.outputs) or None
     if kind == "yolox":
-        strides = card.extra.get("strides", YOLOX_STRIDES)
-        if not isinstance(strides, (list, tuple)) or not strides or not all(isinstance(s, int) and s > 0 for s in strides):
-            raise ModelCardError(f"card {card.name!r}: extra.strides must be a list of positive ints, got {strides!r}")
+        strides = card.decoding.strides or YOLOX_STRIDES
         return YoloxDecoder(tuple(strides), ml, names[0] if names and len(names) == 1 else None)
     if kind in ("ultralytics", "ultralytics_end2end"):
-        nc = card.extra.get("num_classes")
-        if nc is not None and (not isinstance(nc, int) or nc <= 0):
-            raise ModelCardError(f"card {card.name!r}: extra.num_classes must be a positive int, got {nc!r}")
+        nc = card.decoding.num_classes
         cls = UltralyticsDecoder if kind == "ultralytics" else _end2end()
         return cls(nc, ml, names[0] if names and len(names) == 1 else None)
     return TfliteSsdDecoder(names if names and len(names) == 4 else None)

@@ -91,7 +91,7 @@ class Detector:
 
     Args:
         engine: a loaded engine for the card's model file.
-        card: the model card (``task`` ``object_detection``, ``extra.decoder`` set).
+        card: the model card (``task`` ``object_detection``, ``decoding`` set).
         score_threshold: keep detections scoring above this; default the card's
             ``thresholds.score``.
         nms_iou: class-aware NMS IoU; default the card's ``thresholds.nms_iou``.
@@ -100,7 +100,7 @@ class Detector:
         labels: class names in output order; default loaded from the card's labels file.
         label_dir: directory to look for the labels file first (a bundle's directory).
         multi_label: let one box carry several classes (COCO evaluation does); default the
-            card's ``extra.multi_label`` or False.
+            card's ``decoding.multi_label`` or False.
         clip: clip boxes to the image.
         owns_engine: close the engine in :meth:`close` (:func:`create_detector` sets it).
 
@@ -127,15 +127,17 @@ class Detector:
         self.spec = card.inputs[0]
         self.input_name = engine.inputs[0].name
         self.decoder: Decoder = make_decoder(card, multi_label=multi_label)
-        self.kind: str = card.extra["decoder"]
+        self.kind: str = card.decoding.decoder
         if labels is None:
             from edge import registry
 
             labels = registry.load_labels(card, base=Path(label_dir) if label_dir is not None else None)
         self.labels: list[str] = list(labels) if labels is not None else []
-        self.score_threshold = float(card.thresholds.get("score", DEFAULT_SCORE)
-                                     if score_threshold is None else score_threshold)
-        self.nms_iou = float(card.thresholds.get("nms_iou", DEFAULT_NMS_IOU) if nms_iou is None else nms_iou)
+        t = card.thresholds
+        if score_threshold is None:
+            score_threshold = DEFAULT_SCORE if t.score is None else t.score
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float((DEFAULT_NMS_IOU if t.nms_iou is None else t.nms_iou) if nms_iou is None else nms_iou)
         self.max_detections = int(max_detections)
         self.keep_classes = None if classes is None else self._class_ids(classes)
         self.clip = clip

@@ -11,18 +11,17 @@ rewrite ``edge-export`` applies to files).
 Models with quantisation nodes are left alone (int8 graphs are judged as they were gated), as are
 graphs with an opset below 8 (no multidirectional broadcasting in ``Min``).
 
-Field numbers: the shared table of :mod:`edge.engines.onnx_wire` (onnx/onnx.proto).
+Field numbers and the node reader: the shared ones of :mod:`edge.engines.onnx_wire` (onnx/onnx.proto).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge.engines.onnx_wire import (_LEN, _VARINT, GRAPH_INITIALIZER, GRAPH_NODE, MODEL_GRAPH, MODEL_OPSET_IMPORT,
-                                    NODE_DOMAIN, NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT, OPSET_DOMAIN,
-                                    OPSET_VERSION, TENSOR_DATA_LOCATION, TENSOR_DATA_TYPE, TENSOR_DIMS,
-                                    TENSOR_FLOAT_DATA, TENSOR_NAME, TENSOR_RAW_DATA, _fields, _graph, _read_varint,
-                                    _write_varint)
+from edge.engines.onnx_wire import (_LEN, _VARINT, GRAPH_INITIALIZER, GRAPH_NODE, MODEL_GRAPH, NODE_INPUT,
+                                    NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT, TENSOR_DATA_LOCATION, TENSOR_DATA_TYPE,
+                                    TENSOR_DIMS, TENSOR_FLOAT_DATA, TENSOR_NAME, TENSOR_RAW_DATA, _fields, _graph,
+                                    _read_varint, _write_varint, default_opset, parse_node)
 
 __all__ = ["rewrite_prelu"]
 
@@ -49,25 +48,6 @@ def _tensor(name: str, values: np.ndarray) -> bytes:
     msg = b"".join(_varint_field(TENSOR_DIMS, int(d)) for d in v.shape)
     return msg + _varint_field(TENSOR_DATA_TYPE, FLOAT32) + _len_field(TENSOR_NAME, name.encode()) \
         + _len_field(TENSOR_RAW_DATA, v.tobytes())
-
-
-def _parse_node(node) -> dict:
-    out = {"input": [], "output": [], "op_type": "", "domain": "", "name": ""}
-    for field, wt, a, b, _ in _fields(node):
-        if wt != _LEN:
-            continue
-        text = bytes(node[a:b]).decode("utf-8", "replace")
-        if field == NODE_INPUT:
-            out["input"].append(text)
-        elif field == NODE_OUTPUT:
-            out["output"].append(text)
-        elif field == NODE_OP_TYPE:
-            out["op_type"] = text
-        elif field == NODE_DOMAIN:
-            out["domain"] = text
-        elif field == NODE_NAME:
-            out["name"] = text
-    return out
 
 
 def _float_initializer(msg) -> tuple[str | None, np.ndarray | None]:
@@ -101,20 +81,6 @@ def _float_initializer(msg) -> tuple[str | None, np.ndarray | None]:
     return name, values.reshape(dims)
 
 
-def _default_opset(model) -> int | None:
-    for field, wt, a, b, _ in _fields(model):
-        if field == MODEL_OPSET_IMPORT and wt == _LEN:
-            domain, version = "", None
-            for f2, wt2, a2, b2, _ in _fields(model[a:b]):
-                if f2 == OPSET_DOMAIN and wt2 == _LEN:
-                    domain = bytes(model[a:b][a2:b2]).decode("utf-8", "replace")
-                elif f2 == OPSET_VERSION and wt2 == _VARINT:
-                    version = _read_varint(model[a:b], a2)[0]
-            if domain in ("", "ai.onnx"):
-                return version
-    return None
-
-
 def rewrite_prelu(model_bytes: bytes) -> tuple[bytes, int]:
     """Replace each ``PRelu(x, slope)`` (float32 initialiser slope) by ``Add(x, Mul(Min(x, 0), slope − 1))``.
 
@@ -123,7 +89,7 @@ def rewrite_prelu(model_bytes: bytes) -> tuple[bytes, int]:
     """
     mv = memoryview(model_bytes)
     graph = _graph(mv)
-    opset = _default_opset(mv)
+    opset = default_opset(mv)
     if graph is None or opset is None or opset < 8:
         return model_bytes, 0
     slopes: dict[str, np.ndarray] = {}
@@ -136,11 +102,11 @@ def rewrite_prelu(model_bytes: bytes) -> tuple[bytes, int]:
             if name and values is not None:
                 slopes[name] = values
         elif field == GRAPH_NODE:
-            nodes.append(_parse_node(graph[a:b]))
-    if any(n["op_type"] in _QUANT_OPS or n["op_type"].startswith("QLinear") for n in nodes):
+            nodes.append(parse_node(graph[a:b]))
+    if any(n.op_type in _QUANT_OPS or n.op_type.startswith("QLinear") for n in nodes):
         return model_bytes, 0
-    targets = {id(n) for n in nodes if n["op_type"] == "PRelu" and n["domain"] in ("", "ai.onnx")
-               and len(n["input"]) == 2 and len(n["output"]) == 1 and n["input"][1] in slopes}
+    targets = {id(n) for n in nodes if n.op_type == "PRelu" and n.domain in ("", "ai.onnx")
+               and len(n.inputs) == 2 and len(n.outputs) == 1 and n.inputs[1] in slopes}
     if not targets:
         return model_bytes, 0
     zero = "__edge_prelu_zero"
@@ -157,12 +123,12 @@ def rewrite_prelu(model_bytes: bytes) -> tuple[bytes, int]:
         if id(node) not in targets:
             new_graph += graph[start:b]
             continue
-        (x, slope), (y,) = node["input"], node["output"]
+        (x, slope), (y,) = node.inputs, node.outputs
         slope_m1 = f"{slope}__edge_m1"
         if slope_m1 not in made:
             extra_inits.append(_tensor(slope_m1, slopes[slope].astype(np.float32) - np.float32(1.0)))
             made.add(slope_m1)
-        base = node["name"] or y
+        base = node.name or y
         t_min, t_mul = f"{y}__edge_min", f"{y}__edge_mul"
         for op, ins, outs, suffix in (("Min", (x, zero), (t_min,), "min"), ("Mul", (t_min, slope_m1), (t_mul,), "mul"),
                                       ("Add", (x, t_mul), (y,), "add")):

@@ -7,12 +7,16 @@ the file. The fix is to drop those entries from ``graph.input``; initialisers st
 so the output is unchanged. ``edge/`` must not import ``onnx`` (it is not installed on devices), so this module
 reads and rewrites the two message levels involved directly.
 
-The field numbers below, from onnx/onnx.proto (stable since IR version 3), are the one table the
-device's ONNX readers share (this module, :mod:`edge.engines.onnx_prelu`,
-:mod:`edge.bench.onnx_graph`).
+The field numbers below, from onnx/onnx.proto (stable since IR version 3), are the one table of
+the device, and :func:`parse_node` / :func:`read_graph_info` its one node and graph reader
+(used by :mod:`edge.engines.onnx_prelu` and the bare-model MAC fallback
+:mod:`edge.bench.onnx_macs`).
 """
 
 from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
 
 # ModelProto / OperatorSetIdProto
 MODEL_OPSET_IMPORT, MODEL_GRAPH = 8, 7
@@ -181,3 +185,193 @@ def strip_weight_inputs(model_bytes: bytes) -> tuple[bytes, list[str]]:
         else:
             out += mv[start:b]
     return bytes(out), sorted(drop)
+
+
+# --- the one node and graph reader of edge/ (edge.engines.onnx_prelu, edge.bench.onnx_macs) --------
+
+_INT64_WRAP, _INT64_SIGN = 1 << 64, 1 << 63
+
+
+@dataclass(frozen=True)
+class Node:
+    """One graph node: op type, input and output names (``""`` = omitted optional), attributes.
+
+    ``attrs`` holds int, float, string and their list attributes; tensor and graph attributes
+    are left out (nothing on the device reads them).
+    """
+
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict = field(default_factory=dict, compare=False)
+    name: str = ""
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor's shape as the file states it (``None`` dims symbolic, ``shape`` None unknown) and type."""
+
+    shape: tuple | None
+    dtype: int = 1
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """The structure of an ONNX graph, weights never decoded.
+
+    Attributes:
+        nodes: the top-level nodes, in file order.
+        initializers: dims and element type of every initialiser.
+        inputs: the real graph inputs (initialisers listed as inputs excluded), in order.
+        stated: every shape the file states: graph inputs, outputs and ``value_info``.
+        opset: the default-domain opset.
+    """
+
+    nodes: tuple[Node, ...]
+    initializers: dict[str, TensorInfo]
+    inputs: tuple[str, ...]
+    stated: dict[str, TensorInfo]
+    opset: int
+
+
+def _signed(v: int) -> int:
+    return v - _INT64_WRAP if v >= _INT64_SIGN else v
+
+
+def _text(buf, a: int, b: int) -> str:
+    return bytes(buf[a:b]).decode("utf-8", "replace")
+
+
+def _packed_or_single(msg, wt: int, a: int, b: int) -> list[int]:
+    if wt == _VARINT:
+        return [_signed(_read_varint(msg, a)[0])]
+    out, pos = [], a
+    while pos < b:
+        v, pos = _read_varint(msg, pos)
+        out.append(_signed(v))
+    return out
+
+
+def _parse_attribute(msg) -> tuple[str, object]:
+    name, value, ints, floats, strings = "", None, None, None, []
+    for f, wt, a, b, _ in _fields(msg):
+        if f == ATTR_NAME and wt == _LEN:
+            name = _text(msg, a, b)
+        elif f == ATTR_I and wt == _VARINT:
+            value = _signed(_read_varint(msg, a)[0])
+        elif f == ATTR_F and wt == _I32:
+            value = struct.unpack("<f", bytes(msg[a:b]))[0]
+        elif f == ATTR_S and wt == _LEN:
+            value = _text(msg, a, b)
+        elif f == ATTR_INTS and wt in (_LEN, _VARINT):
+            ints = (ints or []) + _packed_or_single(msg, wt, a, b)
+        elif f == ATTR_FLOATS and wt in (_LEN, _I32):
+            floats = (floats or []) + [x[0] for x in struct.iter_unpack("<f", bytes(msg[a:b]))]
+        elif f == ATTR_STRINGS and wt == _LEN:
+            strings.append(_text(msg, a, b))
+    if value is None:
+        value = tuple(ints) if ints is not None else tuple(floats) if floats is not None else (
+            tuple(strings) if strings else None)
+    return name, value
+
+
+def parse_node(msg) -> Node:
+    """A ``NodeProto``'s bytes as a :class:`Node`."""
+    ins, outs, attrs, op, name, domain = [], [], {}, "", "", ""
+    for f, wt, a, b, _ in _fields(msg):
+        if wt != _LEN:
+            continue
+        if f == NODE_INPUT:
+            ins.append(_text(msg, a, b))
+        elif f == NODE_OUTPUT:
+            outs.append(_text(msg, a, b))
+        elif f == NODE_OP_TYPE:
+            op = _text(msg, a, b)
+        elif f == NODE_NAME:
+            name = _text(msg, a, b)
+        elif f == NODE_DOMAIN:
+            domain = _text(msg, a, b)
+        elif f == NODE_ATTRIBUTE:
+            k, v = _parse_attribute(msg[a:b])
+            attrs[k] = v
+    return Node(op, tuple(ins), tuple(outs), attrs, name, domain)
+
+
+def _tensor_info(msg) -> tuple[str, TensorInfo]:
+    name, dtype, dims = "", 1, []
+    for f, wt, a, b, _ in _fields(msg):
+        if f == TENSOR_NAME and wt == _LEN:
+            name = _text(msg, a, b)
+        elif f == TENSOR_DATA_TYPE and wt == _VARINT:
+            dtype = _read_varint(msg, a)[0]
+        elif f == TENSOR_DIMS and wt in (_LEN, _VARINT):
+            dims += _packed_or_single(msg, wt, a, b)
+    return name, TensorInfo(tuple(dims), dtype)
+
+
+def _value_info(msg) -> tuple[str, TensorInfo]:
+    name, dtype, dims = "", 1, None
+    for f, wt, a, b, _ in _fields(msg):
+        if f == VALUE_INFO_NAME and wt == _LEN:
+            name = _text(msg, a, b)
+        elif f == VALUE_INFO_TYPE and wt == _LEN:
+            for f2, wt2, a2, b2, _ in _fields(msg[a:b]):
+                if f2 != TYPE_TENSOR or wt2 != _LEN:
+                    continue
+                tt = msg[a:b][a2:b2]
+                for f3, wt3, a3, b3, _ in _fields(tt):
+                    if f3 == TENSOR_TYPE_ELEM and wt3 == _VARINT:
+                        dtype = _read_varint(tt, a3)[0]
+                    elif f3 == TENSOR_TYPE_SHAPE and wt3 == _LEN:
+                        dims = []
+                        for f4, wt4, a4, b4, _ in _fields(tt[a3:b3]):
+                            if f4 == SHAPE_DIM and wt4 == _LEN:
+                                dim = tt[a3:b3][a4:b4]
+                                v = [_read_varint(dim, a5)[0] for f5, wt5, a5, _b5, _ in _fields(dim)
+                                     if f5 == DIM_VALUE and wt5 == _VARINT]
+                                dims.append(int(v[0]) if v and v[0] > 0 else None)
+    return name, TensorInfo(tuple(dims) if dims is not None else None, dtype)
+
+
+def default_opset(model) -> int | None:
+    """The default-domain opset a ``ModelProto``'s bytes import, or None."""
+    for field_no, wt, a, b, _ in _fields(model):
+        if field_no == MODEL_OPSET_IMPORT and wt == _LEN:
+            domain, version = "", None
+            for f2, wt2, a2, b2, _ in _fields(model[a:b]):
+                if f2 == OPSET_DOMAIN and wt2 == _LEN:
+                    domain = _text(model[a:b], a2, b2)
+                elif f2 == OPSET_VERSION and wt2 == _VARINT:
+                    version = _read_varint(model[a:b], a2)[0]
+            if domain in ("", "ai.onnx"):
+                return version
+    return None
+
+
+def read_graph_info(model_bytes: bytes) -> GraphInfo:
+    """The :class:`GraphInfo` of serialized ``ModelProto`` bytes.
+
+    Raises:
+        ValueError: not an ONNX model (no graph) or a broken protobuf message.
+    """
+    mv = memoryview(model_bytes)
+    graph = _graph(mv)
+    if graph is None:
+        raise ValueError("not an ONNX model (no graph)")
+    nodes, inits, declared, stated = [], {}, [], {}
+    for f, wt, a, b, _ in _fields(graph):
+        if wt != _LEN:
+            continue
+        if f == GRAPH_NODE:
+            nodes.append(parse_node(graph[a:b]))
+        elif f == GRAPH_INITIALIZER:
+            name, info = _tensor_info(graph[a:b])
+            inits[name] = info
+        elif f in (GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO):
+            name, info = _value_info(graph[a:b])
+            stated[name] = info
+            if f == GRAPH_INPUT:
+                declared.append(name)
+    return GraphInfo(tuple(nodes), inits, tuple(n for n in declared if n not in inits), stated,
+                     default_opset(mv) or 0)

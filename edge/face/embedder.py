@@ -172,7 +172,8 @@ def optimized_card(name: str, cache_dir: Path | None = None) -> Path | None:
             card = load_card(card_path)
         except (ModelCardError, OSError, ValueError):
             continue
-        if (card.task == "face_embedding" and card.extra.get("derived_from", {}).get("sha256") == src.sha256
+        if (card.task == "face_embedding" and card.provenance.derived_from is not None
+                and card.provenance.derived_from.sha256 == src.sha256
                 and card.sha256 == registry.sha256_file(model_path)):
             return card_path
     return None

@@ -110,7 +110,7 @@ class PassiveLiveness:
 
     Args:
         models: ``[(engine, card), ...]``; each card has ``task == "liveness"`` and
-            ``extra["crop_scale"]``.
+            ``face_crop.crop_scale``.
         threshold: minimum averaged live probability.
         owns_engines: close the engines in :meth:`close`.
 
@@ -124,11 +124,11 @@ class PassiveLiveness:
         for engine, card in models:
             if card.task != "liveness":
                 raise ModelCardError(f"card {card.name!r} has task {card.task!r}, not 'liveness'")
-            if "crop_scale" not in card.extra:
-                raise ModelCardError(f"liveness card {card.name!r} has no extra.crop_scale")
+            if card.face_crop is None:
+                raise ModelCardError(f"liveness card {card.name!r} has no face_crop.crop_scale")
             check_card_matches(card, engine)
             size = card.inputs[0].size if card.inputs else (CROP_SIZE, CROP_SIZE)
-            self.models.append((engine, card, float(card.extra["crop_scale"]), int(size[0] or CROP_SIZE),
+            self.models.append((engine, card, card.face_crop.crop_scale, int(size[0] or CROP_SIZE),
                                 engine.inputs[0].name, engine.outputs[0].name))
         if not self.models:
             raise LivenessError("PassiveLiveness needs at least one model")

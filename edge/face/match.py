@@ -1,7 +1,7 @@
 """Cosine matching of face embeddings against enrolled templates, with card thresholds.
 
 Thresholds are never invented here: they come from the embedder's model card
-(``card.thresholds["cosine_at_far"][str(far)]``), derived offline on labelled pairs. A missing
+(``card.thresholds.cosine_at_far[str(far)]``), derived offline on labelled pairs. A missing
 operating point raises :class:`edge.errors.ThresholdMissingError`.
 """
 
@@ -45,8 +45,7 @@ def _far_key(far: float | str) -> str:
 
 def available_fars(card) -> tuple[str, ...]:
     """The FAR operating points a card carries thresholds for (as written in the card)."""
-    table = (card.thresholds or {}).get(THRESHOLD_KEY) or {}
-    return tuple(table)
+    return tuple(card.thresholds.cosine_at_far or {})
 
 
 def threshold_for(card, target_far: float | str) -> float:
@@ -54,16 +53,16 @@ def threshold_for(card, target_far: float | str) -> float:
 
     Args:
         card: an embedder :class:`edge.cards.ModelCard` with
-            ``thresholds = {"cosine_at_far": {"0.01": t1, "0.001": t2}, ...}``.
+            ``thresholds.cosine_at_far = {"0.01": t1, "0.001": t2}``.
         target_far: e.g. ``1e-3`` or ``"0.001"``.
 
     Raises:
         ThresholdMissingError: the card has no threshold for that FAR (never a silent default).
     """
-    table = (card.thresholds or {}).get(THRESHOLD_KEY)
+    table = card.thresholds.cosine_at_far
     if not table:
         raise ThresholdMissingError(
-            f"model card {card.name!r} carries no thresholds[{THRESHOLD_KEY!r}]; derive them on "
+            f"model card {card.name!r} carries no thresholds.{THRESHOLD_KEY}; derive them on "
             "labelled pairs (edge eval faces) and add them to the card"
         )
     want = float(target_far)

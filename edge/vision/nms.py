@@ -1,4 +1,10 @@
-"""Non-maximum suppression in pure numpy.
+"""Non-maximum suppression: greedy and weighted in numpy, class-aware from OpenCV.
+
+:func:`batched_nms` (the detectors' class-aware NMS) is OpenCV's ``cv2.dnn.NMSBoxesBatched``:
+on YOLOX-Nano's candidates for 64 COCO images it keeps exactly the boxes, in the same order, as
+the numpy version it replaced, and is faster, input checks included: 4.4× at the card's score
+threshold (median 27 candidates: 71 → 16 µs per call) and 8× at 0.01 (116 candidates: 322 →
+40 µs), one thread, same process (``benchmarks/nms_opencv.py``).
 
 Boxes are ``N×4`` ``(x1, y1, x2, y2)``; areas are ``(x2 - x1) · (y2 - y1)`` with no ``+1``
 (the convention of OpenCV's ``dnn::NMSBoxes`` and torchvision). A box is suppressed when its
@@ -12,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 __all__ = ["box_iou", "nms", "batched_nms", "weighted_nms"]
@@ -97,8 +104,16 @@ def nms(boxes_xyxy, scores, iou_threshold: float, top_k: int | None = None) -> n
 def batched_nms(boxes_xyxy, scores, class_ids, iou_threshold: float, top_k: int | None = None) -> np.ndarray:
     """Class-aware NMS: boxes of different classes never suppress each other.
 
-    Each class's boxes are shifted by ``class_id · (max coordinate span + 1)`` so that boxes of
-    different classes cannot overlap, then one :func:`nms` runs (torchvision's trick).
+    OpenCV's ``cv2.dnn.NMSBoxesBatched`` (same rule as :func:`nms`: areas without ``+1``, a box
+    is dropped when its IoU with a kept box of its class is > ``iou_threshold``, ties in score
+    keep input order).
+
+    Args:
+        boxes_xyxy: ``N×4`` boxes.
+        scores: ``N`` scores (every one is considered: no score threshold here).
+        class_ids: ``N`` integer class ids.
+        iou_threshold: suppress when IoU > this.
+        top_k: consider only the ``top_k`` highest-scoring boxes; ``None`` or ``0``: all.
 
     Returns:
         ``int64`` indices of the kept boxes, highest score first.
@@ -107,11 +122,16 @@ def batched_nms(boxes_xyxy, scores, class_ids, iou_threshold: float, top_k: int 
     c = np.asarray(class_ids).reshape(-1)
     if c.shape[0] != b.shape[0]:
         raise ValueError(f"class_ids has {c.shape[0]} entries, boxes has {b.shape[0]}")
+    s = _as_scores(scores, b.shape[0])
     if b.shape[0] == 0:
         return np.zeros(0, np.int64)
-    span = float(b.max() - min(b.min(), 0.0)) + 1.0
-    offset = (c.astype(np.float64) - c.min()) * span
-    return nms(b + offset[:, None], scores, iou_threshold, top_k)
+    rects = np.column_stack([b[:, :2], np.clip(b[:, 2:] - b[:, :2], 0, None)])  # OpenCV takes x, y, w, h
+    low = float(rects[:, :2].min())
+    if low < 0:  # OpenCV separates classes by offsets of (largest coordinate + 1), wrong for negative boxes
+        rects[:, :2] -= low
+    keep = cv2.dnn.NMSBoxesBatched(rects, s.astype(np.float32), c.astype(np.int32), -np.inf,
+                                   float(iou_threshold), 1.0, int(top_k or 0))
+    return np.asarray(keep, np.int64).reshape(-1)
 
 
 def weighted_nms(boxes_xyxy, scores, iou_threshold: float, keypoints=None,
