@@ -205,6 +205,15 @@ class DerivedFrom(_Part):
     sha256: str
 
 
+class StateDictSource(_Part):
+    """A user's PyTorch state dict a model was exported from (``edge-export build --source ROLE=NET:FILE``)."""
+
+    file: str
+    sha256: str
+    net: str
+    num_classes: _Count
+
+
 class Rewrite(_Part):
     """One graph rewrite applied to the file (same function; outputs compared)."""
 
@@ -227,6 +236,7 @@ class Provenance(_Part):
 
     Attributes:
         derived_from: the source card (name, sha256).
+        state_dict: the user's state dict the float model was exported from.
         variant: the build target key (``tflite_int8``, ``onnx_fp16`` ...).
         precision: ``fp32`` / ``fp16`` / ``int8`` when the name or tensors do not say it.
         io_dtype: element type of the variant's inputs and outputs.
@@ -242,6 +252,7 @@ class Provenance(_Part):
     """
 
     derived_from: DerivedFrom | None = None
+    state_dict: StateDictSource | None = None
     variant: str | None = None
     precision: Literal[PRECISIONS] | None = None
     io_dtype: str | None = None

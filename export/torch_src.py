@@ -200,7 +200,7 @@ def export_state_dict_onnx(role: str, value: str | Path, out_dir: Path, *,
         UserInputError: unreadable weights, an unknown network, a role mismatch, a state dict that
             does not fit, labels that do not match the outputs.
     """
-    from edge.cards import Licence, Source
+    from edge.cards import FaceCrop, Licence, Source
     from edge.registry import get_card, sha256_file
     from export.onnx_export import ExportError, export_onnx, write_card
     from export.ultralytics_src import write_labels
@@ -222,8 +222,9 @@ def export_state_dict_onnx(role: str, value: str | Path, out_dir: Path, *,
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem if path.stem.startswith(net) else f"{net}_{path.stem}")
     out = Path(out_dir) / name
     out.mkdir(parents=True, exist_ok=True)
-    extra = {"state_dict": {"file": path.name, "sha256": sha, "net": f"export.nets:{net}", "num_classes": num_classes},
-             "derived_from": {"name": path.name, "sha256": sha}}
+    provenance = {"state_dict": {"file": path.name, "sha256": sha, "net": f"export.nets:{net}",
+                                 "num_classes": num_classes},
+                  "derived_from": {"name": path.name, "sha256": sha}}
     changes: dict = {}
     if spec.role == "classifier":
         ref, names = _labels(path, num_classes, data_classes, option)
@@ -234,8 +235,7 @@ def export_state_dict_onnx(role: str, value: str | Path, out_dir: Path, *,
     else:
         if num_classes != 3:
             raise _error(f"{option}: a MiniFASNet has 3 outputs (class 1 = live), {path} has {num_classes}")
-        extra["crop_scale"] = _crop_scale(path, option)
-        extra["live_class"] = 1
+        changes["face_crop"] = FaceCrop(crop_scale=_crop_scale(path, option), live_class=1)
         meaning = base.outputs[0].meaning
     tpl = replace(base, outputs=(replace(base.outputs[0], meaning=meaning),))
     in_spec, out_spec = tpl.inputs[0], tpl.outputs[0]
@@ -248,7 +248,7 @@ def export_state_dict_onnx(role: str, value: str | Path, out_dir: Path, *,
                            licence=Licence("NOASSERTION", note=f"the user's weights {path.name}: licence not stated"),
                            source=Source(note=f"user state dict {path} (sha256 {sha[:16]}…) in export.nets {net}"),
                            description=f"{net} with the user's weights {path.name} ({num_classes} outputs).",
-                           extra=extra, **changes)
+                           provenance=provenance, **changes)
     _check_parity(net, model, onnx_path, card_path)
     return onnx_path, card_path
 

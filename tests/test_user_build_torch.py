@@ -55,8 +55,8 @@ def test_state_dict_classifier_builds_end_to_end(byo, tmp_path, capsys):
         assert v["report"]["metrics"]["labelled_images"] == model["splits"]["report"]["files"]
         assert v["report"]["metrics"]["labelled_top1_float"] > 0.5
     card = load_card(next((tmp_path / "x86_dev").rglob("mobilenet_v2_my_mobilenet*.json")))
-    assert card.extra["state_dict"]["net"] == "export.nets:mobilenet_v2"
-    assert card.extra["state_dict"]["num_classes"] == 1000
+    assert card.provenance.state_dict.net == "export.nets:mobilenet_v2"
+    assert card.provenance.state_dict.num_classes == 1000
     assert card.labels is not None and card.labels.first == 1 and card.inputs[0].color == "RGB"
 
 
@@ -113,7 +113,7 @@ def test_state_dict_that_does_not_fit_names_file_and_first_key(tmp_path, model_d
 def test_minifasnet_state_dict_is_a_liveness_source(tmp_path, model_dir):
     onnx = prepare_user_source("liveness", model_dir / "antispoof/minifasnet_v1se_scale4.0_80x80.pth", tmp_path, 640)
     card = load_card(onnx.with_suffix(".json"))
-    assert card.task == "liveness" and card.extra["crop_scale"] == 4.0 and card.inputs[0].shape == (1, 3, 80, 80)
+    assert card.task == "liveness" and card.face_crop.crop_scale == 4.0 and card.inputs[0].shape == (1, 3, 80, 80)
     shutil.copy(model_dir / "antispoof/minifasnet_v2_scale2.7_80x80.pth", tmp_path / "antispoof.pth")
     with pytest.raises(UserInputError, match="crop scale is read from its file name"):
         prepare_user_source("liveness", tmp_path / "antispoof.pth", tmp_path, 640)
@@ -141,4 +141,4 @@ def test_one_user_model_replaces_both_built_in_liveness_models(tmp_path, model_d
     sources, data = apply_user_inputs(built_in, user, tmp_path)
     (s,) = sources
     assert s.role == "liveness" and s.path.suffix == ".onnx" and not s.is_torch and data == {}
-    assert load_card(s.path.with_suffix(".json")).extra["crop_scale"] == 2.7
+    assert load_card(s.path.with_suffix(".json")).face_crop.crop_scale == 2.7
