@@ -161,6 +161,13 @@ def main(argv=None) -> int:
                                          progress=lambda m: print("   ", m, flush=True))
             row(f"fallback: {len(res.float_nodes)} node(s) float", dst, fp32_ms=base["ms"],
                 note=f"{res.chosen.calibration.value}; {res.reason[:120]}")
+            # The same float nodes (chosen on the selection split) with AdaRound on the int8 rest.
+            ada = dataclasses.replace(res.options, adaround=AdaRoundOptions())
+            dst = work / f"onnx_fallback_adaround_{len(reader)}.onnx"
+            t0 = time.perf_counter()
+            quantize_onnx_int8(src, dst, reader, ada, model_name=card.name)
+            row(f"fallback's {len(res.float_nodes)} float node(s) + adaround", dst, fp32_ms=base["ms"],
+                note=json.dumps({"calibration": ada.calibration.value, "quantise_s": round(time.perf_counter() - t0, 1)}))
     else:
         from export.tflite import CalibrationStat, TfliteQuantOptions, calibrate_tflite, quantize_tflite, tflite_card
         from export.tflite import onnx_to_tflite

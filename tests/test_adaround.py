@@ -31,6 +31,7 @@ def _outputs(model, names, reader, indices) -> dict[str, np.ndarray]:
     return {n: np.concatenate(v) for n, v in got.items()}
 
 
+@pytest.mark.slow
 def test_adaround_lowers_a_real_layers_output_error_on_images_it_never_saw(tmp_path, model_dir, data_dir):
     """MobileNetV2, two layers: rounding chosen on 8 calibration images, output error measured by
     onnxruntime on 6 selection-split images, against round-to-nearest with the same scales."""
