@@ -192,13 +192,6 @@ def _patches(x: np.ndarray, node, weight_shape: tuple[int, ...]):
     return cols.reshape(n, g, d // g, length).permute(1, 2, 0, 3).reshape(g, d // g, n * length)
 
 
-def _output_channels(w: QuantisedWeight, node) -> np.ndarray:
-    """The weight as ``[out channels, D]`` rows (Gemm with transB=0 transposed)."""
-    if w.op_type == "Gemm" and not _attrs(node).get("transB", 0):
-        return np.ascontiguousarray(w.ints.T)
-    return w.ints.reshape(w.ints.shape[0], -1)
-
-
 def layer_grams(float_path: str | Path, quant_path: str | Path, reader, nodes: list[str] | None = None, *,
                 samples: int = 32) -> dict[str, tuple]:
     """Second moments of every quantised Conv/Gemm's input patches over calibration inputs.
@@ -209,7 +202,6 @@ def layer_grams(float_path: str | Path, quant_path: str | Path, reader, nodes: l
         number of patches averaged.
     """
     import onnx
-    import torch
 
     from export.onnx_prep import session_with_outputs
 
