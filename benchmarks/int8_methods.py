@@ -9,7 +9,8 @@ Intermediate files are cached under ``$EDGE_CACHE_DIR/int8_methods`` (default a 
 Methods (each row says what it gives, losers included):
 
 - ONNX (onnxruntime QDQ, U8S8 per-channel unless said): MinMax with and without bias correction,
-  Percentile 99.999, Entropy, per-tensor MinMax, and the gate-driven fallback (worst layers float).
+  Percentile 99.999, Entropy, per-tensor MinMax, AdaRound-style rounding (``export/adaround.py``)
+  with MinMax or Percentile ranges, and the gate-driven fallback (worst layers float).
 - TFLite (ai-edge-quantizer): activation statistics moving-average / min-max / MSE, int8 × int8,
   and LiteRT 16×8 (int16 activations).
 """
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from export.gates import GateLimits, make_gate
+    from export.gate_factory import make_gate
+    from export.gates import GateLimits
     from export.roles import calibration_reader, role_data
     from export.targets import MIN_SPEEDUP, TARGETS
 
@@ -116,6 +118,7 @@ def main(argv=None) -> int:
 
     want = set(filter(None, (m.strip() for m in args.methods.split(";"))))
     if args.runtime == "onnx":
+        from export.adaround import AdaRoundOptions
         from export.quantize import CalibrationMethod, QuantOptions, quantize_onnx_int8
 
         base = row("onnx fp32", src)
@@ -126,16 +129,28 @@ def main(argv=None) -> int:
             "percentile 99.999 + bias corr.": QuantOptions(calibration=CalibrationMethod.PERCENTILE, percentile=99.999),
             "percentile 99.99 + bias corr.": QuantOptions(calibration=CalibrationMethod.PERCENTILE, percentile=99.99),
             "entropy + bias corr.": QuantOptions(calibration=CalibrationMethod.ENTROPY),
+            "minmax per-channel + adaround + bias corr.": QuantOptions(adaround=AdaRoundOptions()),
+            "minmax per-channel + adaround, no bias corr.": QuantOptions(adaround=AdaRoundOptions(),
+                                                                         bias_correction=False),
+            "percentile 99.999 + adaround + bias corr.": QuantOptions(calibration=CalibrationMethod.PERCENTILE,
+                                                                      percentile=99.999, adaround=AdaRoundOptions()),
         }
         for label, opts in methods.items():
             if want and label not in want:
                 continue
             dst = work / f"onnx_{label.replace(' ', '_').replace('/', '')}_{len(reader)}.onnx"
+            made = 0.0
             if not dst.is_file():
                 cache = work / f"cal-{opts.calibration.value}-{opts.effective_percentile}-{len(reader)}.json"
+                t0 = time.perf_counter()
                 quantize_onnx_int8(src, dst, reader, opts, calibration_cache=cache)
-            row(label, dst, fp32_ms=base["ms"], note=json.dumps({k: v for k, v in opts.describe().items()
-                                                                 if k in ("calibration", "per_channel", "bias_correction")}))
+                made = time.perf_counter() - t0
+            note = {k: v for k, v in opts.describe().items() if k in ("calibration", "per_channel", "bias_correction")}
+            if opts.adaround is not None:
+                note["adaround_iterations"] = opts.adaround.iterations
+            if made:
+                note["quantise_s"] = round(made, 1)
+            row(label, dst, fp32_ms=base["ms"], note=json.dumps(note))
         if not want or "fallback" in want:
             from export.fallback import FallbackOptions, quantize_with_fallback
             from export.report_split import selection_limits
@@ -146,6 +161,13 @@ def main(argv=None) -> int:
                                          progress=lambda m: print("   ", m, flush=True))
             row(f"fallback: {len(res.float_nodes)} node(s) float", dst, fp32_ms=base["ms"],
                 note=f"{res.chosen.calibration.value}; {res.reason[:120]}")
+            # The same float nodes (chosen on the selection split) with AdaRound on the int8 rest.
+            ada = dataclasses.replace(res.options, adaround=AdaRoundOptions())
+            dst = work / f"onnx_fallback_adaround_{len(reader)}.onnx"
+            t0 = time.perf_counter()
+            quantize_onnx_int8(src, dst, reader, ada, model_name=card.name)
+            row(f"fallback's {len(res.float_nodes)} float node(s) + adaround", dst, fp32_ms=base["ms"],
+                note=json.dumps({"calibration": ada.calibration.value, "quantise_s": round(time.perf_counter() - t0, 1)}))
     else:
         from export.tflite import CalibrationStat, TfliteQuantOptions, calibrate_tflite, quantize_tflite, tflite_card
         from export.tflite import onnx_to_tflite

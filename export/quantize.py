@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import io
 import logging
@@ -26,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from export.adaround import AdaRoundOptions
 from export.variants import ExportStepError
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ class QuantOptions:
         symmetric_activations: zero point 0 for every activation.
         bias_correction: subtract each layer's mean output shift caused by rounding its weights
             (:mod:`export.bias_correction`; one extra quantisation pass, ranges reused).
+        adaround: choose each weight's rounding (down or up) to minimise its layer's output error
+            on the calibration data (:mod:`export.adaround`) instead of rounding to nearest;
+            ``None``: round to nearest. Needs a calibration reader (not a cache alone).
 
     Raises:
         ValueError: an illegal combination (the message says which).
@@ -100,8 +105,11 @@ class QuantOptions:
     reduce_range: bool = False
     symmetric_activations: bool = False
     bias_correction: bool = True
+    adaround: AdaRoundOptions | None = None
 
     def __post_init__(self) -> None:
+        if self.adaround is not None and not isinstance(self.adaround, AdaRoundOptions):
+            raise ValueError(f"QuantOptions.adaround must be an AdaRoundOptions or None, got {self.adaround!r}")
         for fname, enum_cls in (("calibration", CalibrationMethod), ("activation_type", QuantType),
                                 ("weight_type", QuantType)):
             value = getattr(self, fname)
@@ -147,6 +155,7 @@ class QuantOptions:
                 "per_channel": self.per_channel, "activation_type": self.activation_type.value,
                 "weight_type": self.weight_type.value, "reduce_range": self.reduce_range,
                 "symmetric_activations": self.symmetric_activations, "bias_correction": self.bias_correction,
+                "adaround": dataclasses.asdict(self.adaround) if self.adaround is not None else None,
                 "op_types": list(self.op_types) if self.op_types else "all",
                 "nodes_to_exclude": list(self.nodes_to_exclude)}
 
@@ -242,6 +251,32 @@ def _quantize_static(src: Path, dst: Path, reader, options: QuantOptions, cache:
         raise ExportStepError(name, STEP_INT8, f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
 
 
+def _patch(path: Path, ints: dict, name: str) -> None:
+    import onnx
+
+    from export.adaround import apply_rounding
+
+    try:
+        onnx.save(apply_rounding(onnx.load(str(path)), ints), str(path))
+    except ValueError as e:
+        raise ExportStepError(name, STEP_INT8, f"adaround: {e}") from e
+
+
+def _adaround(src: Path, quantised: Path, reader, options: QuantOptions, name: str) -> dict:
+    """Choose the weights' rounding on the calibration data and write it into ``quantised``."""
+    from export.adaround import adaround_weights
+
+    try:
+        ints, stats = adaround_weights(src, quantised, reader, options.adaround)
+    except Exception as e:
+        raise ExportStepError(name, STEP_INT8, f"adaround failed: {type(e).__name__}: {e}") from e
+    _patch(quantised, ints, name)
+    done = [s for s in stats if not s.skipped]
+    log.info("%s: adaround: %d of %d layer(s) optimised, %d changed; output error %.4g -> %.4g", name, len(done),
+             len(stats), len(ints), sum(s.error_nearest for s in done), sum(s.error_adaround for s in done))
+    return ints
+
+
 def quantize_onnx_int8(src: str | Path, dst: str | Path, reader, options: QuantOptions = QuantOptions(), *,
                        calibration_cache: str | Path | None = None, model_name: str | None = None) -> Path:
     """Statically quantise an fp32 ONNX model to int8 QDQ.
@@ -277,6 +312,9 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, reader, options: QuantO
     cache = Path(calibration_cache) if calibration_cache is not None else None
     if reader is None and (cache is None or not cache.is_file()):
         raise ValueError(f"{name}: quantize_onnx_int8 needs a calibration reader (or an existing calibration cache)")
+    if reader is None and options.adaround is not None:
+        raise ValueError(f"{name}: QuantOptions.adaround needs a calibration reader (a calibration cache holds "
+                         "ranges, not the activations the rounding is chosen on)")
     if reader is not None and not hasattr(reader, "feeds"):  # a plain get_next() reader: read it once
         from export.calibration import FeedReader
 
@@ -289,10 +327,11 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, reader, options: QuantO
             cache = Path(work) / "calibration.json"
         tmp = Path(work) / "model.onnx"
         _quantize_static(src, tmp, reader, options, cache, name)
+        ints = _adaround(src, tmp, reader, options, name) if options.adaround is not None else {}
         if options.bias_correction:
             from export.bias_correction import bias_corrected_model
 
-            try:
+            try:  # with AdaRound, the shift of its rounding (the patched integers) is what is corrected
                 corrected, n = bias_corrected_model(src, tmp, reader)
             except Exception as e:
                 raise ExportStepError(name, STEP_INT8, f"bias correction failed: {type(e).__name__}: {e}") from e
@@ -300,6 +339,8 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, reader, options: QuantO
                 fixed = Path(work) / "float_bias_corrected.onnx"
                 onnx.save(corrected, str(fixed))
                 _quantize_static(fixed, tmp, None, options, cache, name)
+                if ints:  # same float weights, so the same scales: the chosen integers go back in
+                    _patch(tmp, ints, name)
         os.replace(tmp, out)
     log.info("%s: int8 QDQ (%s%s, %d node(s) float) -> %s", name, options.calibration.value,
              ", per-channel" if options.per_channel else "", len(options.nodes_to_exclude), out.name)
