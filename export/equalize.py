@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = ["equalize_prelu_chain", "ALPHA", "EQUALIZE_ID"]
 
 #: SmoothQuant's migration strength for a dense (not depthwise) second conv.
-ALPHA = 0.5
+ALPHA = 0.75
 #: Recorded in reports: which rewrite made the quantised graph.
 EQUALIZE_ID = "prelu_chain_equalisation_v1"
 #: Channels that never reach this |value| on the calibration data keep their scale.
