@@ -277,7 +277,7 @@ class ModelBuild:
                 if best is None or key > best[0]:
                     best = (key, stat, qsvs, graph, src)
         self.say(f"activation ranges: {best[1].value} on the {best[3]} graph (best gate score)")
-        self._calibration_stat = best[1].value if best[3] == "plain" else f"{best[3]}+{best[1].value}"
+        self._calibration_stat = best[1].value  # the graph is the best trial's "graph"
         self._int8_src = best[4]
         return best[2]
 
