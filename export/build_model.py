@@ -191,6 +191,8 @@ class ModelBuild:
         self._onnx_fallback: list | None = None
         self._calibration_trials: list[dict] = []
         self._calibration_stat: str | None = None
+        self._float_onnx: Path | None = None
+        self._int8_src: Path | None = None  # the float TFLite the full-integer variants are made from
 
     def say(self, msg: str) -> None:
         self.ctx.progress(f"{self.source.role}/{self.source.name}: {msg}")
@@ -227,32 +229,57 @@ class ModelBuild:
                                    output_names=[o.name for o in self.card.outputs], model_name=self.source.name)
         return onnx_to_tflite(self.ref.path, dst, model_name=self.source.name)
 
+    def _equalised_fp32(self, reader) -> Path | None:
+        """A float TFLite of the channel-equalised float ONNX (:mod:`export.equalize`), or ``None``
+        for a PyTorch source or a graph without a ``Conv → PRelu → Conv`` pair."""
+        from export.equalize import equalize_prelu_chain
+        from export.tflite import onnx_to_tflite
+
+        if self.source.is_torch or self._float_onnx is None:
+            return None
+        dst = self.work / "onnx" / f"{self.source.name}_equalised.onnx"
+        samples = [next(iter(reader.feeds(i).values())) for i in range(len(reader))]
+        if not equalize_prelu_chain(self._float_onnx, dst, samples):
+            return None
+        self.say("converting the channel-equalised float ONNX to TFLite")
+        return onnx_to_tflite(dst, self.work / "tflite" / f"{self.source.name}_equalised_fp32.tflite",
+                              model_name=self.source.name)
+
     def _choose_calibration(self, fp32: Path, reader, gate) -> dict:
         """Calibrate with each range statistic, gate each all-int8 model, keep the best ranges.
 
         No statistic wins everywhere (measured here: min/max is best for MobileNetV2 and ruins
         YOLOX; the smoothed min/max is the reverse), so the gate decides, by its own score
-        (:meth:`export.gates.Gate.score`).
+        (:meth:`export.gates.Gate.score`). A graph with ``Conv → PRelu → Conv`` pairs is also
+        tried channel-equalised (:mod:`export.equalize`; SFace passes only so, see
+        docs/quantisation.md); the winner's float TFLite becomes :attr:`_int8_src`.
         """
         from export.tflite import CalibrationStat, TfliteQuantOptions, calibrate_tflite, quantize_tflite, tflite_card
 
         score = gate.score
         best = None
-        for stat in CalibrationStat:
-            self.say(f"calibrating TFLite activations ({stat.value}) on {len(reader)} real inputs")
-            qsvs = calibrate_tflite(fp32, reader, TfliteQuantOptions(stat=stat, threads=self.ctx.threads),
-                                    model_name=self.source.name)
-            path = quantize_tflite(fp32, self.work / "tflite" / f"{self.source.name}_{stat.value}_int8.tflite",
-                                   "tflite_int8", qsvs=qsvs, model_name=self.source.name)
-            res = gate.evaluate(path, card=tflite_card(self.card, path, "tflite_int8"))
-            self._calibration_trials.append({"statistic": stat.value, "passed": res.passed,
-                                             "score": round(score(res.metrics), 5), "metrics": res.metrics,
-                                             "failures": list(res.failures)})
-            key = (res.passed, score(res.metrics))
-            if best is None or key > best[0]:
-                best = (key, stat, qsvs)
-        self.say(f"activation ranges: {best[1].value} (best gate score)")
-        self._calibration_stat = best[1].value
+        graphs = [("plain", fp32)]
+        equalised = self._equalised_fp32(reader)
+        if equalised is not None:
+            graphs.append(("equalised", equalised))
+        for graph, src in graphs:
+            for stat in CalibrationStat:
+                self.say(f"calibrating TFLite activations ({graph}, {stat.value}) on {len(reader)} real inputs")
+                qsvs = calibrate_tflite(src, reader, TfliteQuantOptions(stat=stat, threads=self.ctx.threads),
+                                        model_name=self.source.name)
+                tag = stat.value if graph == "plain" else f"{graph}_{stat.value}"
+                path = quantize_tflite(src, self.work / "tflite" / f"{self.source.name}_{tag}_int8.tflite",
+                                       "tflite_int8", qsvs=qsvs, model_name=self.source.name)
+                res = gate.evaluate(path, card=tflite_card(self.card, path, "tflite_int8"))
+                self._calibration_trials.append({"statistic": stat.value, "graph": graph, "passed": res.passed,
+                                                 "score": round(score(res.metrics), 5), "metrics": res.metrics,
+                                                 "failures": list(res.failures)})
+                key = (res.passed, score(res.metrics))
+                if best is None or key > best[0]:
+                    best = (key, stat, qsvs, graph, src)
+        self.say(f"activation ranges: {best[1].value} on the {best[3]} graph (best gate score)")
+        self._calibration_stat = best[1].value  # the graph is the best trial's "graph"
+        self._int8_src = best[4]
         return best[2]
 
     def _tflite(self, key: str, fp32: Path | None, reader, feeds: dict, reference: dict, gate) -> VariantReport:
@@ -270,7 +297,8 @@ class ModelBuild:
         # Only an fp32 conversion that changes the numbers is a broken converter, and stops the build;
         # a reduced-precision variant outside its tolerance is recorded and rejected by the gate.
         target = get_target(key)
-        result, ag = make_variant(key, fp32, dst, check_feeds=feeds, reference=reference,
+        src = self._int8_src if target.calibrated and self._int8_src is not None else fp32
+        result, ag = make_variant(key, src, dst, check_feeds=feeds, reference=reference,
                                   options=TfliteQuantOptions(), qsvs=self._qsvs, model_name=self.source.name,
                                   strict=target.precision.value == "fp32")
         card = tflite_card(self.card, result.path, key)
@@ -370,6 +398,7 @@ class ModelBuild:
         from export.report_split import report_variants, selection_limits
 
         float_onnx, float_card, prep = self.float_onnx()
+        self._float_onnx = float_onnx
         data = self.ctx.user_data.get(self.source.role) or role_data(self.source.role, model_name=self.source.name)
         self.say(f"loading calibration data ({data.note})")
         reader = calibration_reader(self.source.role, float_card, max_images=self.ctx.max_calibration, data=data)
@@ -397,7 +426,7 @@ class ModelBuild:
         if self.ctx.fallback and fp32_tflite is not None:
             for v in list(variants):
                 if v.key == "tflite_int8" and not v.passed:
-                    fixed, fallback_log = self._tflite_fallback(v, fp32_tflite, reader, gate)
+                    fixed, fallback_log = self._tflite_fallback(v, self._int8_src or fp32_tflite, reader, gate)
                     if fixed is not None:
                         variants.append(fixed)
         for v in variants:

@@ -38,7 +38,7 @@ from export.variants import ExportStepError
 
 __all__ = ["CalibrationError", "Split", "ThreeWaySplit", "split_three", "THREE_WAY_FRACTIONS", "FeedReader", "ImageFolderReader", "list_images", "split_files",
            "calibration_hash", "face_crops", "FACE_CROPPERS", "crops_reader", "SPLIT_SALT",
-           "DEFAULT_CALIBRATION_FRACTION", "read_image", "largest_face"]
+           "DEFAULT_CALIBRATION_FRACTION", "read_image", "largest_face", "with_grey_copies"]
 
 STEP = "calibration"
 #: Mixed into the split hash so the split is this project's own, not an accident of file names.
@@ -352,6 +352,20 @@ def face_crops(files: Sequence[str | Path], detector, kind: str = "aligned", *, 
     if not crops:
         raise CalibrationError(model_name, f"the face detector found no face in any of the {len(files)} image(s)")
     return crops, used
+
+
+def with_grey_copies(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``crops`` followed by a grey copy of each (BT.601 luma in all three channels, as a grey
+    image loads).
+
+    Face embedders meet grey faces (IR cameras; the LFW crops the gate scores), and ranges
+    calibrated on colour faces alone fit them worse: the rpi5 build's full-integer SFace has LFW
+    mean cosine vs float 0.968 without them, 0.985 with them (gate: 0.98; docs/quantisation.md).
+    """
+    import cv2
+
+    grey = [cv2.cvtColor(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) for c in crops]
+    return list(crops) + grey
 
 
 def crops_reader(crops: Sequence[np.ndarray], spec: InputSpec, files: Sequence[Path], *,

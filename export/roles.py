@@ -33,7 +33,7 @@ from pathlib import Path
 
 from edge import paths
 from edge.cards import ModelCard
-from export.calibration import (CalibrationError, FeedReader, ImageFolderReader, calibration_hash, crops_reader,
+from export.calibration import (CalibrationError, with_grey_copies, FeedReader, ImageFolderReader, calibration_hash, crops_reader,
                                 face_crops, list_images, split_files, split_three)
 
 __all__ = ["Role", "RoleData", "role_of", "role_data", "calibration_reader", "LABELLED_SAMPLES",
@@ -270,6 +270,7 @@ def calibration_reader(role: Role | str, card: ModelCard, data_dir: str | Path |
     try:
         if role is Role.FACE_EMBEDDER:
             crops, used = face_crops(files, det, "aligned", model_name=card.name)
+            crops, used = with_grey_copies(crops), used + used  # grey faces too (export.calibration)
         else:
             crops, used = face_crops(files, det, "liveness", crop_scale=card.face_crop.crop_scale if card.face_crop else None,
                                      model_name=card.name)
