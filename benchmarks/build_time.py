@@ -27,8 +27,8 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated roles (default: all)")
     args = ap.parse_args()
     from edge.bundle import verify_bundle
-    from export.build import BuildOptions, build
-    from export.keys import generate_keypair
+    from export.build.pipeline import BuildOptions, build
+    from export.bundle.keys import generate_keypair
 
     with tempfile.TemporaryDirectory() as tmp:
         priv, pub = generate_keypair(Path(tmp) / "keys")

@@ -58,7 +58,7 @@ FRAME_W, FRAME_H, LFW_FRAME_SCALE, FRAME_GREY = 640, 480, 2, 110
 def embedders() -> list[str]:
     out = list(BUILTIN)
     try:
-        from export.graph_opt import optimized_embedder
+        from export.onnx.graph_opt import optimized_embedder
 
         for n in ("mobilefacenet_128d", "sface_2021dec_fp32"):
             out.append(str(optimized_embedder(n, paths.cache_dir() / "optimized")[1]))

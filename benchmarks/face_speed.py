@@ -166,14 +166,14 @@ def prepare_models(tmp: Path, liveness_dir: Path | None, want_liveness: bool):
     """The PRelu-rewritten SFace file (the int8 row's source) and the liveness models."""
     fast_sface = None
     try:
-        from export.graph_opt import optimized_embedder
+        from export.onnx.graph_opt import optimized_embedder
 
         _, fast_sface = optimized_embedder("sface_2021dec_fp32", paths.cache_dir() / "optimized")
     except ImportError as e:
         print(f"# int8 SFace row skipped: export tool-chain not installed ({e})")
     if liveness_dir is None and want_liveness:
         try:
-            from export.liveness import export_liveness
+            from export.sources.liveness import export_liveness
 
             export_liveness(tmp / "liveness")
             liveness_dir = tmp / "liveness"

@@ -2,14 +2,14 @@
 
     nice .venv/bin/python benchmarks/int8_methods.py --model mobilenet_v2 [--runtime onnx|tflite] [--json out.json]
 
-Calibrates on the role's calibration split (``export/roles.py``), measures every method's variant
+Calibrates on the role's calibration split (``export/gates/roles.py``), measures every method's variant
 on the selection split (what a build would choose on) and on the report split (nothing chosen on
 it), and times it against the fp32 model of the same runtime, in this process (ratios, not ms).
 Intermediate files are cached under ``$EDGE_CACHE_DIR/int8_methods`` (default a temp dir).
 Methods (each row says what it gives, losers included):
 
 - ONNX (onnxruntime QDQ, U8S8 per-channel unless said): MinMax with and without bias correction,
-  Percentile 99.999, Entropy, per-tensor MinMax, AdaRound-style rounding (``export/adaround.py``)
+  Percentile 99.999, Entropy, per-tensor MinMax, AdaRound-style rounding (``export/quant/adaround.py``)
   with MinMax or Percentile ranges, and the gate-driven fallback (worst layers float).
 - TFLite (ai-edge-quantizer): activation statistics moving-average / min-max / MSE, int8 × int8,
   and LiteRT 16×8 (int16 activations).
@@ -38,10 +38,10 @@ HEAD = {"classifier": ("labelled_top1", "labelled_top1_float", 100, "top-1 %"),
 def _source(name: str, work: Path):
     from edge.cards import load_card
     from edge.registry import resolve
-    from export.onnx_prep import PrepOptions, prepare_onnx
+    from export.onnx.prep import PrepOptions, prepare_onnx
 
     if name == "mobilenet_v2":
-        from export.classifier import export_mobilenet_v2_onnx
+        from export.sources.classifier import export_mobilenet_v2_onnx
 
         p, c = export_mobilenet_v2_onnx(work / "src")
         return p, load_card(c), None
@@ -77,10 +77,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from export.gate_factory import make_gate
-    from export.gates import GateLimits
-    from export.roles import calibration_reader, role_data
-    from export.targets import MIN_SPEEDUP, TARGETS
+    from export.gates.base import GateLimits
+    from export.gates.factory import make_gate
+    from export.gates.roles import calibration_reader, role_data
+    from export.select.targets import MIN_SPEEDUP, TARGETS
 
     role = MODELS[args.model]
     work = Path(os.environ.get("EDGE_CACHE_DIR") or tempfile.gettempdir()) / "int8_methods" / args.model
@@ -118,8 +118,8 @@ def main(argv=None) -> int:
 
     want = set(filter(None, (m.strip() for m in args.methods.split(";"))))
     if args.runtime == "onnx":
-        from export.adaround import AdaRoundOptions
-        from export.quantize import CalibrationMethod, QuantOptions, quantize_onnx_int8
+        from export.quant.adaround import AdaRoundOptions
+        from export.quant.quantize import CalibrationMethod, QuantOptions, quantize_onnx_int8
 
         base = row("onnx fp32", src)
         methods = {
@@ -152,8 +152,8 @@ def main(argv=None) -> int:
                 note["quantise_s"] = round(made, 1)
             row(label, dst, fp32_ms=base["ms"], note=json.dumps(note))
         if not want or "fallback" in want:
-            from export.fallback import FallbackOptions, quantize_with_fallback
-            from export.report_split import selection_limits
+            from export.quant.fallback import FallbackOptions, quantize_with_fallback
+            from export.select.report_split import selection_limits
 
             fsel = make_gate(role, src, card, selection_limits(role, limits), data=data.selecting())
             dst = work / f"onnx_fallback_{len(reader)}.onnx"
@@ -169,8 +169,8 @@ def main(argv=None) -> int:
             row(f"fallback's {len(res.float_nodes)} float node(s) + adaround", dst, fp32_ms=base["ms"],
                 note=json.dumps({"calibration": ada.calibration.value, "quantise_s": round(time.perf_counter() - t0, 1)}))
     else:
-        from export.tflite import CalibrationStat, TfliteQuantOptions, calibrate_tflite, quantize_tflite, tflite_card
-        from export.tflite import onnx_to_tflite
+        from export.tflite.convert import CalibrationStat, TfliteQuantOptions, calibrate_tflite, quantize_tflite, tflite_card
+        from export.tflite.convert import onnx_to_tflite
 
         fp32 = work / f"{args.model}_fp32.tflite"
         if not fp32.is_file():

@@ -146,16 +146,16 @@ def export_mobilenet(arch: str, out_dir: Path) -> tuple[Path, Path, object]:
     """(onnx path, card path, torch model) of a MobileNet: V2 with torchvision weights, V3 random (timing only)."""
     import torch
 
-    from export.onnx_export import export_onnx, write_card
+    from export.onnx.from_torch import export_onnx, write_card
 
     if arch == "mobilenet_v2":
-        from export.classifier import export_mobilenet_v2_onnx
-        from export.nets.mobilenet_v2 import load_mobilenet_v2
+        from export.sources.classifier import export_mobilenet_v2_onnx
+        from export.sources.nets.mobilenet_v2 import load_mobilenet_v2
         from edge.registry import resolve
 
         onnx_path, card_path = export_mobilenet_v2_onnx(out_dir)
         return onnx_path, card_path, load_mobilenet_v2(resolve("mobilenet_v2_torchvision").path).eval()
-    from export.nets import mobilenet_v2 as nets
+    from export.sources.nets import mobilenet_v2 as nets
 
     torch.manual_seed(0)
     model = getattr(nets, arch)().eval()

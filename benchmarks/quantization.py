@@ -4,9 +4,9 @@
 
 For each model, in one process: the prepared fp32 graph, fp16, onnxruntime's stock
 ``quantize_static`` (QDQ, per-tensor, MinMax, int8/int8 — its defaults) and this project's int8
-(:func:`export.onnx_variants.make_onnx_variants`: U8S8, per-channel, bias correction, calibration
+(:func:`export.onnx.variants.make_onnx_variants`: U8S8, per-channel, bias correction, calibration
 method chosen by the gate, worst layers kept float until the gate passes). Accuracy is measured
-on the role's evaluation split (never the calibration images, ``export/roles.py``); latency is the
+on the role's evaluation split (never the calibration images, ``export/gates/roles.py``); latency is the
 fastest of 20 runs after 3 warm-ups at 1 and 2 threads on one real input. The machine is shared:
 ratios within one run are the figures to read, not absolute milliseconds.
 """
@@ -41,12 +41,12 @@ def _source(name: str, work: Path):
     from edge.registry import resolve
 
     if name == "mobilenet_v2":
-        from export.classifier import export_mobilenet_v2_onnx
+        from export.sources.classifier import export_mobilenet_v2_onnx
 
         p, c = export_mobilenet_v2_onnx(work / "src")
         return p, load_card(c)
     if name.startswith("minifasnet"):
-        from export.liveness import export_one
+        from export.sources.liveness import export_one
 
         p, c = export_one(name, work / "src")
         return p, load_card(c)
@@ -62,12 +62,12 @@ def _row(label, gate, size, lat, float_size, float_lat, role):
 
 
 def bench(name: str, work: Path, say) -> dict:
-    from export.gates import GateLimits
-    from export.onnx_prep import PrepOptions, prepare_onnx
-    from export.onnx_variants import make_onnx_variants
-    from export.quantize import CalibrationMethod, QuantOptions, QuantType, quantize_onnx_int8
-    from export.roles import calibration_reader
-    from export.timing import measure_latency
+    from export.gates.base import GateLimits
+    from export.gates.roles import calibration_reader
+    from export.onnx.prep import PrepOptions, prepare_onnx
+    from export.onnx.variants import make_onnx_variants
+    from export.quant.quantize import CalibrationMethod, QuantOptions, QuantType, quantize_onnx_int8
+    from export.select.timing import measure_latency
 
     t0 = time.perf_counter()
     src, card = _source(name, work)
@@ -79,7 +79,7 @@ def bench(name: str, work: Path, say) -> dict:
     feeds = reader.feeds(0)
     lat = lambda p: {t: measure_latency(p, feeds, threads=t, runs=RUNS).min_ms for t in THREADS}  # noqa: E731
     float_lat = lat(fp32.path)
-    from export.gates import make_gate
+    from export.gates.factory import make_gate
 
     gate = make_gate(rep.role, fp32.path, card)
     # onnxruntime's stock quantize_static on the source graph (opset upgraded; no PRelu rewrite).

@@ -1,7 +1,7 @@
 """Convert every shared float model to TFLite fp32 and compare it with its source on real images.
 
 For each model: ONNX (or torch) source → TFLite fp32 through the project's route
-(``export.tflite``), then both run on real images with ``edge``'s engines (onnxruntime vs
+(``export.tflite.convert``), then both run on real images with ``edge``'s engines (onnxruntime vs
 LiteRT, 1 thread) and the worst cosine / max relative error over the images is printed, with
 the conversion time. Figures only; the tests hold the assertions.
 
@@ -37,9 +37,9 @@ MODELS = {
     "minifasnet_v2_scale2.7": ("torch", ["antispoof/image_T1.jpg", "antispoof/image_F1.jpg", "samples/face.jpg", "antispoof/image_T2.jpg"]),
     "minifasnet_v1se_scale4.0": ("torch", ["antispoof/image_T1.jpg", "antispoof/image_F1.jpg", "samples/face.jpg", "antispoof/image_T2.jpg"]),
 }
-TORCH_LOADERS = {"mobilenet_v2_torchvision": ("export.nets", "load_mobilenet_v2"),
-                 "minifasnet_v2_scale2.7": ("export.nets.minifasnet", "load_minifasnet"),
-                 "minifasnet_v1se_scale4.0": ("export.nets.minifasnet", "load_minifasnet")}
+TORCH_LOADERS = {"mobilenet_v2_torchvision": ("export.sources.nets", "load_mobilenet_v2"),
+                 "minifasnet_v2_scale2.7": ("export.sources.nets.minifasnet", "load_minifasnet"),
+                 "minifasnet_v1se_scale4.0": ("export.sources.nets.minifasnet", "load_minifasnet")}
 
 
 def _run(path, backend, x):
@@ -56,7 +56,7 @@ def main() -> int:
 
     import torch
 
-    from export.tflite import onnx_to_tflite, torch_to_tflite
+    from export.tflite.convert import onnx_to_tflite, torch_to_tflite
 
     data = paths.data_dir()
     print(f"{'model':<28} {'route':<22} {'convert s':>9} {'min cosine':>12} {'max rel err':>12} {'fp32 tol':>9}")
@@ -87,7 +87,7 @@ def main() -> int:
                         y = model(torch.from_numpy(x))
                     src = {o.name: t.numpy() for o, t in zip(ref.card.outputs, y if isinstance(y, tuple) else (y,))}
                 else:
-                    from export.onnx_torch import load_onnx_model
+                    from export.onnx.to_torch import load_onnx_model
                     import onnx
 
                     stripped = Path(tmp) / f"{name}_src.onnx"

@@ -157,7 +157,7 @@ def main() -> int:
         tmp = Path(tmp)
         live = args.liveness_dir
         if live is None:
-            from export.liveness import export_liveness
+            from export.sources.liveness import export_liveness
 
             live = tmp / "liveness"
             export_liveness(live)

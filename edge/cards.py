@@ -170,7 +170,7 @@ class FaceCrop(_Part):
 
 
 class Macs(_Part):
-    """Multiply-accumulates of one inference, counted at export time (:mod:`export.macs`).
+    """Multiply-accumulates of one inference, counted at export time (:mod:`export.onnx.macs`).
 
     Attributes:
         total: MACs of one inference at ``input_shape``.
@@ -243,7 +243,7 @@ class Provenance(_Part):
         converter: the converter and its version, or package → version for several.
         opset: ONNX opset of the file.
         ultralytics: version of the Ultralytics package that built the source.
-        graph_rewrite: id of the whole-file rewrite that made this file (:mod:`export.graph_opt`).
+        graph_rewrite: id of the whole-file rewrite that made this file (:mod:`export.onnx.graph_opt`).
         rewrites: graph rewrites in the shipped file; ``rewrites_note`` why there are none.
         prelu_rewritten: PRelu nodes rewritten as element-wise ops when exporting.
         prelu_nodes: PRelu nodes left in the shipped file.

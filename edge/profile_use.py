@@ -300,17 +300,17 @@ def thermal_check(profile: DeviceProfile | None, *, root: str | Path | None = No
 #: is removed from the schema instead; tests/test_profile_use.py checks this table is complete
 #: and that each named function does read its key.
 CONSUMERS: dict[str, str] = {
-    "name": "export.build:build",  # the bundle directory out/<name> and the manifest
-    "board": "export.build:build",  # the build report
-    "cpu.model": "export.cost_model:_where",  # runtime facts: does the core compute fp16 (Cortex-A76 yes, A72 no)
-    "cpu.arch": "export.cost_model:_where",
+    "name": "export.build.pipeline:build",  # the bundle directory out/<name> and the manifest
+    "board": "export.build.pipeline:build",  # the build report
+    "cpu.model": "export.select.cost_model:_where",  # runtime facts: does the core compute fp16 (Cortex-A76 yes, A72 no)
+    "cpu.arch": "export.select.cost_model:_where",
     "cpu.cores": "edge.profile:runtime_threads",  # threads clamp; roofline share of the cores
     "compute.peak_gflops_fp32": "edge.bench.roofline:peak_for",
     "compute.peak_gops_int8": "edge.bench.roofline:peak_for",
     "compute.peak_gflops_fp16": "edge.bench.roofline:peak_for",
-    "compute.memory_gbps": "export.cost_model:estimate",
+    "compute.memory_gbps": "export.select.cost_model:estimate",
     "compute.calibrated": "edge.bench.roofline:roofline",
-    "runtime.backend": "export.build:build",  # the bundle's format (litert -> TFLite, onnxruntime -> ONNX)
+    "runtime.backend": "export.build.pipeline:build",  # the bundle's format (litert -> TFLite, onnxruntime -> ONNX)
     "runtime.threads": "edge.profile:runtime_threads",
     "runtime.providers": "edge.profile_use:engine_options",
     "runtime.trt_cache_dir": "edge.engines.ort:profile_provider_options",
@@ -333,7 +333,7 @@ CONSUMERS: dict[str, str] = {
     "thresholds.liveness": "edge.profile_use:unlock_policy",
     "thresholds.detection_score": "edge.profile_use:detector_defaults",
     "thresholds.nms_iou": "edge.profile_use:detector_defaults",
-    **{f"thresholds.{k}": "export.gates:GateLimits.from_thresholds" for k in (
+    **{f"thresholds.{k}": "export.gates.base:GateLimits.from_thresholds" for k in (
         "max_top1_drop", "max_map_drop", "min_embedding_cosine", "min_top1_agreement", "max_map50_drop",
         "min_face_recall", "min_face_iou", "max_auc_drop", "min_liveness_agreement")},
     **{f"unlock.{k}": "edge.profile_use:unlock_policy" for k in (

@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from export.onnx_export import ExportError
+from export.onnx.from_torch import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Tolerance:
 # - static / full-integer int8: activations rounded to 1/255 of their calibrated range at every
 #   layer. The tolerance is a sanity bound that catches a broken converter (a model answering
 #   noise has cosine ~0 with its source); whether the variant is good enough is the accuracy
-#   gate's job (export.gates), not this table's.
+#   gate's job (export.gates.base), not this table's.
 TOL_FP32 = Tolerance(min_cosine=0.99999, max_rel_err=1e-4, quantile=0.999, atol=1e-6)
 TOL_FP16 = Tolerance(min_cosine=0.9995, max_rel_err=2e-2, quantile=0.999, atol=1e-3)
 TOL_DYNAMIC_INT8 = Tolerance(min_cosine=0.99, max_rel_err=0.1, quantile=0.999, atol=1e-2)

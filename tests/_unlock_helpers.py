@@ -1,7 +1,7 @@
 """Test helpers for face unlock: liveness models exported once per session, the deepface people,
 and an isolated set of unlock state paths.
 
-The liveness ONNX files are written by the real exporter (``export.liveness``, which needs torch)
+The liveness ONNX files are written by the real exporter (``export.sources.liveness``, which needs torch)
 into the session's temporary directory, once, and shared by every unlock test module.
 """
 
@@ -44,7 +44,7 @@ def liveness_models(tmp_path_factory) -> Path:
     with open(out.parent / "unlock-liveness.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if len(list(out.glob("*.onnx"))) < 2:
-            from export.liveness import export_liveness
+            from export.sources.liveness import export_liveness
 
             export_liveness(out)
     return out

@@ -86,8 +86,8 @@ def release_build(tmp_path_factory, model_dir, data_dir):
     """``edge-export build --profile rpi5`` (reduced: float TFLite, no fallback) → a signed directory
     and .tar.gz, and the keys."""
     pytest.importorskip("litert_torch")
+    from export.bundle.keys import generate_keypair
     from export.cli import main as export_main
-    from export.keys import generate_keypair
 
     priv, pub = generate_keypair(tmp_path_factory.mktemp("release-keys"))
     out = tmp_path_factory.mktemp("release-out")

@@ -1,4 +1,4 @@
-"""AdaRound-style weight rounding (export/adaround.py) and its QuantOptions switch."""
+"""AdaRound-style weight rounding (export/quant/adaround.py) and its QuantOptions switch."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from export.adaround import AdaRoundOptions, adaround_weights, apply_rounding, quantised_weights  # noqa: E402
-from export.calibration import ImageFolderReader, list_images  # noqa: E402
-from export.onnx_prep import session_with_outputs  # noqa: E402
-from export.quantize import QuantOptions, quantize_onnx_int8  # noqa: E402
+from export.onnx.prep import session_with_outputs  # noqa: E402
+from export.quant.adaround import AdaRoundOptions, adaround_weights, apply_rounding, quantised_weights  # noqa: E402
+from export.quant.calibration import ImageFolderReader, list_images  # noqa: E402
+from export.quant.quantize import QuantOptions, quantize_onnx_int8  # noqa: E402
 from tests._tiny_onnx import conv_net, save, tiny_card  # noqa: E402
 
 #: Two MobileNetV2 projection convolutions (1×1, no activation after them, so the quantised
@@ -36,8 +36,8 @@ def test_adaround_lowers_a_real_layers_output_error_on_images_it_never_saw(tmp_p
     """MobileNetV2, two layers: rounding chosen on 8 calibration images, output error measured by
     onnxruntime on 6 selection-split images, against round-to-nearest with the same scales."""
     from edge.cards import load_card
-    from export.classifier import export_mobilenet_v2_onnx
-    from export.roles import role_data
+    from export.gates.roles import role_data
+    from export.sources.classifier import export_mobilenet_v2_onnx
 
     src, card_path = export_mobilenet_v2_onnx(tmp_path / "src")
     card = load_card(card_path)

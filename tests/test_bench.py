@@ -412,8 +412,8 @@ def test_signed_bundle_roles_are_benchmarked(tmp_path, model_dir):
     """An `edge-export build` bundle keeps each role in a sub-folder; bench reads its manifest."""
     pytest.importorskip("cryptography")
     from edge.registry import get_card
-    from export.bundle import BundleEntry, write_bundle
-    from export.keys import generate_keypair, load_private_key
+    from export.bundle.keys import generate_keypair, load_private_key
+    from export.bundle.write import BundleEntry, write_bundle
 
     priv, pub = generate_keypair(tmp_path / "keys")
 

@@ -46,8 +46,8 @@ def test_measure_latency_and_paired_speedup_time_a_real_model(model_dir, tmp_pat
     """The export side's two uses on a real model file (figures only checked for shape)."""
     import numpy as np
 
-    from export.report_split import paired_speedup
-    from export.timing import measure_latency
+    from export.select.report_split import paired_speedup
+    from export.select.timing import measure_latency
 
     path = model_dir / "face_detection/yunet_s_640x640.onnx"
     feeds = {"input": np.zeros((1, 3, 640, 640), np.float32)}

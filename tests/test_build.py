@@ -23,8 +23,8 @@ from edge.engines import load_engine  # noqa: E402
 from edge.imageio import load_image  # noqa: E402
 from edge.preprocess import prepare  # noqa: E402
 from edge.registry import load_labels  # noqa: E402
+from export.bundle.keys import generate_keypair  # noqa: E402
 from export.cli import main as export_main  # noqa: E402
-from export.keys import generate_keypair  # noqa: E402
 
 PROFILE = Path(__file__).resolve().parent.parent / "firmware_configs" / "rpi4.toml"
 #: The reduced build: one role, the float and full-integer variants (no fallback search).
@@ -70,7 +70,7 @@ def test_report_carries_what_the_issue_asks_for(built):
     chosen = model["chosen"]
     assert chosen["passed"] and chosen["reason"]
     # Chosen for the board (rpi4's cost model), not by the latency measured on this x86 machine.
-    from export.cost_model import TIE
+    from export.select.cost_model import TIE
 
     assert chosen["basis"] == "cost-model" and chosen["board"] == "rpi4" and chosen["variant"] == chosen["key"]
     passing = [v for v in model["variants"] if v["passed"]]
@@ -149,7 +149,7 @@ def test_bad_options_fail_fast_with_a_clear_message(tmp_path, keys, capsys, args
 
 @pytest.mark.parametrize("where", ["float_export", "gate"])
 def test_failed_build_leaves_no_half_bundle_and_keeps_the_previous(built, keys, tmp_path, monkeypatch, where):
-    from export import build_model
+    from export.build import model as build_model
     from export.variants import ExportStepError
 
     out = tmp_path / "out"
@@ -162,9 +162,9 @@ def test_failed_build_leaves_no_half_bundle_and_keeps_the_previous(built, keys, 
     if where == "float_export":
         monkeypatch.setattr(build_model.ModelBuild, "float_onnx", boom)
     else:
-        import export.gate_factory
+        import export.gates.factory
 
-        monkeypatch.setattr(export.gate_factory, "make_gate", boom)
+        monkeypatch.setattr(export.gates.factory, "make_gate", boom)
     code = export_main(["build", "--profile", str(PROFILE), "--out", str(out), "--key", str(keys[0]), *REDUCED])
     assert code == 2
     assert sorted(p.name for p in out.iterdir()) == ["rpi4"], "no temporary directory may be left behind"
@@ -173,7 +173,7 @@ def test_failed_build_leaves_no_half_bundle_and_keeps_the_previous(built, keys, 
 
 
 def test_resolve_keys_table():
-    from export.build import resolve_keys
+    from export.build.pipeline import resolve_keys
 
     assert resolve_keys((), "tflite") == ("tflite_fp32", "tflite_fp16", "tflite_int8_dynamic", "tflite_int8")
     assert resolve_keys(("tflite_int8",), "tflite") == ("tflite_fp32", "tflite_int8"), "fp32 is always built"
@@ -183,7 +183,7 @@ def test_resolve_keys_table():
 
 
 def test_accepted_non_commercial_licence_is_flagged():
-    from export.build import LicenceError, check_licences, role_sources
+    from export.build.pipeline import LicenceError, check_licences, role_sources
 
     sources = role_sources(("face_embedder",), "mobilefacenet")
     with pytest.raises(LicenceError, match="--accept-licence"):

@@ -23,8 +23,8 @@ from edge.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK  # noqa: E402
 from edge.cli import main as edge_main  # noqa: E402
 from edge.errors import BundleError, BundleIntegrityError, BundleSignatureError  # noqa: E402
 from edge.registry import get_card, load_labels, resolve_file, resolve_model  # noqa: E402
-from export.bundle import BundleEntry, BundleWriteError, write_bundle  # noqa: E402
-from export.keys import SigningKeyError, generate_keypair, load_private_key  # noqa: E402
+from export.bundle.keys import SigningKeyError, generate_keypair, load_private_key  # noqa: E402
+from export.bundle.write import BundleEntry, BundleWriteError, write_bundle  # noqa: E402
 
 #: (role, registry card) of the bundle built here; the expected file list follows from it.
 ENTRIES = (("classifier", "mobilenet_v2_1.0_224_quant"), ("face_detector", "yunet_s_640x640"))

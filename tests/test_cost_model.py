@@ -1,4 +1,4 @@
-"""The variant shipped for a board is chosen for that board (export/cost_model.py).
+"""The variant shipped for a board is chosen for that board (export/select/cost_model.py).
 
 Real TFLite variants of YuNet (fp32, fp16, dynamic-range int8, full-integer int8 calibrated on
 real face images) are estimated on the Raspberry Pi 4 (Cortex-A72: no fp16 arithmetic, no int8 dot
@@ -22,8 +22,8 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
 
 from edge.profile import load_profile  # noqa: E402
-from export.cost_model import (BASIS_BOARD_TIMINGS, BASIS_COST_MODEL, TIE, BoardTimingsError,  # noqa: E402
-                               board_speedup, choose, estimate, load_board_timings, runtime_precision)
+from export.select.cost_model import (BASIS_BOARD_TIMINGS, BASIS_COST_MODEL, TIE, BoardTimingsError,  # noqa: E402
+                                      board_speedup, choose, estimate, load_board_timings, runtime_precision)
 from export.variants import get_target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def variants(tmp_path_factory, data_dir, samples):
     from edge.imageio import load_image
     from edge.preprocess import prepare
     from edge.registry import resolve
-    from export.tflite import calibrate_tflite, onnx_to_tflite, quantize_tflite
+    from export.tflite.convert import calibrate_tflite, onnx_to_tflite, quantize_tflite
 
     ref = resolve("yunet_s_640x640")
     spec = ref.card.inputs[0]
@@ -85,7 +85,7 @@ def test_cost_model_orders_variants_for_rpi4_and_rpi5(variants):
 
     # dynamic-range int8: XNNPACK leaves its hybrid layers to LiteRT's own kernels (more partitions than
     # fp32): the roofline cannot bound it, so the cost model leaves it to board timings
-    from export.cost_model import xnnpack_partitions
+    from export.select.cost_model import xnnpack_partitions
 
     ref = xnnpack_partitions(variants["tflite_fp32"])
     dyn = estimate(variants["tflite_int8_dynamic"], None, rpi5, fp32_partitions=ref)
@@ -110,7 +110,7 @@ def test_int8_speed_target_is_judged_on_the_board(variants):
     s5 = board_speedup(variants["tflite_fp32"], variants["tflite_int8"], load_profile("rpi5"))
     assert s4["basis"] == s5["basis"] == BASIS_COST_MODEL and s5["board"] == "rpi5"
     assert s5["speedup"] > s4["speedup"] > 1.5  # SDOT on the A76: the int8 path gains more there
-    from export.targets import check_target
+    from export.select.targets import check_target
 
     (miss,) = check_target("classifier", "tflite_int8", {}, latency_ms=s4["ms"] * 2, fp32_latency_ms=s4["fp32_ms"],
                            where="on rpi4 (cost-model)")
@@ -124,7 +124,7 @@ def test_int8_prelu_is_left_to_board_timings(tmp_path, samples):
     import torch
 
     from edge.imageio import load_image
-    from export.tflite import calibrate_tflite, quantize_tflite, torch_to_tflite
+    from export.tflite.convert import calibrate_tflite, quantize_tflite, torch_to_tflite
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.PReLU(16),
@@ -137,7 +137,7 @@ def test_int8_prelu_is_left_to_board_timings(tmp_path, samples):
     int8 = quantize_tflite(fp32, tmp_path / "p_int8.tflite", "tflite_int8",
                            qsvs=calibrate_tflite(fp32, [{"input": c} for c in crops]))
     rpi5 = load_profile("rpi5")
-    from export.cost_model import xnnpack_partitions
+    from export.select.cost_model import xnnpack_partitions
 
     e = estimate(int8, get_target("tflite_int8"), rpi5, fp32_partitions=xnnpack_partitions(fp32))
     assert e.excluded and "xnnpack-split" in e.facts and e.partitions > xnnpack_partitions(fp32)
@@ -209,8 +209,8 @@ def test_timings_from_another_board_are_refused(board_report, tmp_path):
 
 
 def test_build_refuses_foreign_timings_before_any_work(board_report, tmp_path, capsys):
+    from export.bundle.keys import generate_keypair
     from export.cli import main
-    from export.keys import generate_keypair
 
     priv, _ = generate_keypair(tmp_path / "keys")
     out = tmp_path / "out"
@@ -224,8 +224,8 @@ def test_build_refuses_foreign_timings_before_any_work(board_report, tmp_path, c
 def test_build_chooses_by_timings_made_on_the_board(tmp_path, model_dir, data_dir):
     """End to end: build for this machine's profile keeping the variants, `edge bench` them here (the
     board), build again with --board-timings: the report says the board's timings chose."""
+    from export.bundle.keys import generate_keypair
     from export.cli import main
-    from export.keys import generate_keypair
 
     priv, _ = generate_keypair(tmp_path / "keys")
     common = ["build", "--profile", str(ROOT / "firmware_configs" / "x86_dev.toml"), "--key", str(priv),

@@ -273,8 +273,8 @@ def signed_bundle(tmp_path_factory, model_dir):
     """A real signed bundle whose detector role holds YOLOX-Nano (ONNX) and the SSD (TFLite)."""
     pytest.importorskip("cryptography")
     from edge.registry import get_card, resolve_file, resolve_model
-    from export.bundle import BundleEntry, write_bundle
-    from export.keys import generate_keypair, load_private_key
+    from export.bundle.keys import generate_keypair, load_private_key
+    from export.bundle.write import BundleEntry, write_bundle
 
     priv, pub = generate_keypair(tmp_path_factory.mktemp("keys"))
     entries = []

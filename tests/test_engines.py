@@ -159,7 +159,7 @@ def test_weight_inputs_dropped_alike_on_device_and_export():
     from onnx import TensorProto, helper, numpy_helper
 
     from edge.engines.onnx_wire import strip_weight_inputs as strip_bytes
-    from export.onnx_prep import strip_weight_inputs as strip_proto
+    from export.onnx.prep import strip_weight_inputs as strip_proto
 
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
     graph = helper.make_graph(

@@ -1,4 +1,4 @@
-"""Channel equalisation of Conv → PRelu → Conv pairs (export.equalize) on the real SFace."""
+"""Channel equalisation of Conv → PRelu → Conv pairs (export.quant.equalize) on the real SFace."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ SFACE = "sface_2021dec_fp32"
 
 @pytest.fixture(scope="module")
 def feeds(data_dir):
-    from export.roles import Role, calibration_reader, role_data
+    from export.gates.roles import Role, calibration_reader, role_data
 
     card = get_card(SFACE)
     data = role_data(Role.FACE_EMBEDDER, data_dir, model_name=SFACE)
@@ -23,8 +23,8 @@ def feeds(data_dir):
 def _middle_ranges(path, feeds):
     import onnx
 
-    from export.equalize import _channel_ranges, _pairs
-    from export.onnx_torch import load_onnx_model
+    from export.onnx.to_torch import load_onnx_model
+    from export.quant.equalize import _channel_ranges, _pairs
 
     m = load_onnx_model(path)
     init = {i.name: i for i in m.graph.initializer}
@@ -36,8 +36,8 @@ def _middle_ranges(path, feeds):
 def test_equalised_sface_computes_the_same_and_flattens_channel_ranges(tmp_path, feeds):
     import onnxruntime as ort
 
-    from export.equalize import equalize_prelu_chain
-    from export.onnx_prep import PrepOptions, prepare_onnx
+    from export.onnx.prep import PrepOptions, prepare_onnx
+    from export.quant.equalize import equalize_prelu_chain
 
     src = prepare_onnx(resolve(SFACE).path, tmp_path / "src.onnx", PrepOptions(rewrite_prelu=False)).path  # BN folded
     dst = tmp_path / "eq.onnx"
@@ -56,7 +56,7 @@ def test_equalised_sface_computes_the_same_and_flattens_channel_ranges(tmp_path,
 
 
 def test_equalize_refuses_bad_alpha_and_no_samples(tmp_path):
-    from export.equalize import equalize_prelu_chain
+    from export.quant.equalize import equalize_prelu_chain
 
     with pytest.raises(ValueError, match="alpha"):
         equalize_prelu_chain(resolve(SFACE).path, tmp_path / "x.onnx", [np.zeros((1, 3, 112, 112), np.float32)],
@@ -73,10 +73,10 @@ def test_build_quantises_sface_from_the_equalised_graph_and_it_quantises_better(
     Measured on the full gate (docs/quantisation.md): LFW mean cosine vs float 0.94 → 0.98."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from export.build_model import BuildContext, ModelBuild, SourceModel
-    from export.calibration import FeedReader
-    from export.gates import GateLimits
-    from export.tflite import CalibrationStat, TfliteQuantOptions, quantize_tflite
+    from export.build.model import BuildContext, ModelBuild, SourceModel
+    from export.gates.base import GateLimits
+    from export.quant.calibration import FeedReader
+    from export.tflite.convert import CalibrationStat, TfliteQuantOptions, quantize_tflite
 
     ctx = BuildContext(keys=("tflite_int8",), runtime_format="tflite", runtime_backend="litert", threads=2,
                        limits=GateLimits())
@@ -123,7 +123,7 @@ def test_face_embedder_calibration_holds_grey_copies_of_the_crops(data_dir):
     """Calibration sees grey faces as well (LFW and IR cameras are grey): without them the
     shipped int8 SFace's cosine with float on LFW drops from 0.985 to 0.968, under the gate's
     0.98 (docs/quantisation.md)."""
-    from export.roles import Role, calibration_reader
+    from export.gates.roles import Role, calibration_reader
 
     card = get_card(SFACE)
     r = calibration_reader(Role.FACE_EMBEDDER, card, data_dir, max_images=3)

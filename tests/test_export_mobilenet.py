@@ -56,7 +56,7 @@ def no_home_caches(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, no_home_caches):
-    from export.classifier import export_mobilenet_v2_onnx
+    from export.sources.classifier import export_mobilenet_v2_onnx
 
     _mnv2_path()
     out = tmp_path_factory.mktemp("mnv2")
@@ -68,7 +68,7 @@ def exported(tmp_path_factory, no_home_caches):
 
 @pytest.fixture(scope="module")
 def torch_model(no_home_caches):
-    from export.nets import load_mobilenet_v2
+    from export.sources.nets import load_mobilenet_v2
 
     return load_mobilenet_v2(_mnv2_path())
 
@@ -83,7 +83,7 @@ def classifier(exported):
 
 
 def test_state_dict_loads_strictly(torch_model):
-    from export.nets import MobileNetV2
+    from export.sources.nets import MobileNetV2
 
     state = torch.load(_mnv2_path(), map_location="cpu", weights_only=True)
     assert set(state) == set(MobileNetV2().state_dict())
@@ -130,7 +130,7 @@ def test_card_round_trips(exported):
     assert card.provenance.derived_from.name == "mobilenet_v2_torchvision"
     assert card.provenance.converter.startswith("torch.onnx ")
     assert card.provenance.parity.max_abs_diff < ATOL
-    from export.macs import count_onnx_macs
+    from export.onnx.macs import count_onnx_macs
 
     assert card.macs == count_onnx_macs(onnx_path)  # counted at export time, read by the device
     assert card.macs.total == pytest.approx(300e6, rel=0.02)  # MobileNetV2 1.0 224: 300 M MAdds (paper)
@@ -140,8 +140,8 @@ def test_card_round_trips(exported):
 
 @pytest.mark.parametrize("factory, params", [("mobilenet_v3_small", 2_542_856), ("mobilenet_v3_large", 5_483_032)])
 def test_mobilenet_v3_exports_and_runs(tmp_path, no_home_caches, factory, params):
-    from export import nets
-    from export.onnx_export import export_onnx
+    from export.onnx.from_torch import export_onnx
+    from export.sources import nets
 
     model = getattr(nets, factory)()
     assert sum(p.numel() for p in model.parameters()) == params  # torchvision's count
@@ -155,8 +155,8 @@ def test_mobilenet_v3_exports_and_runs(tmp_path, no_home_caches, factory, params
 
 
 def test_dynamic_batch(tmp_path, no_home_caches):
-    from export.nets import mobilenet_v3_small
-    from export.onnx_export import export_onnx, onnx_io
+    from export.onnx.from_torch import export_onnx, onnx_io
+    from export.sources.nets import mobilenet_v3_small
 
     path = export_onnx(mobilenet_v3_small(), tmp_path / "v3s_dyn.onnx", dynamic_batch=True)
     (_, in_shape), = onnx_io(path)[0]
@@ -167,7 +167,7 @@ def test_dynamic_batch(tmp_path, no_home_caches):
 
 
 def test_wrong_shape_state_dict_names_the_file(tmp_path, no_home_caches):
-    from export.nets import MobileNetV2, StateDictMismatchError, load_mobilenet_v2
+    from export.sources.nets import MobileNetV2, StateDictMismatchError, load_mobilenet_v2
 
     state = MobileNetV2(num_classes=10).state_dict()
     bad = tmp_path / "wrong_head.pth"
@@ -177,7 +177,7 @@ def test_wrong_shape_state_dict_names_the_file(tmp_path, no_home_caches):
 
 
 def test_missing_keys_state_dict_names_the_file(tmp_path, no_home_caches):
-    from export.nets import MobileNetV2, StateDictMismatchError, load_mobilenet_v2
+    from export.sources.nets import MobileNetV2, StateDictMismatchError, load_mobilenet_v2
 
     state = MobileNetV2().state_dict()
     state.pop("features.18.0.weight")
@@ -189,7 +189,7 @@ def test_missing_keys_state_dict_names_the_file(tmp_path, no_home_caches):
 
 def test_write_card_rejects_unknown_field(exported, tmp_path):
     from edge.registry import get_card
-    from export.onnx_export import write_card
+    from export.onnx.from_torch import write_card
 
     with pytest.raises(ValueError, match="colour"):
         write_card(get_card("mobilenet_v2_torchvision"), exported[0], tmp_path / "x.json", colour="RGB")

@@ -208,7 +208,7 @@ def test_missing_threshold_is_an_error_not_a_default():
 def test_prelu_rewrite_keeps_the_outputs(tmp_path):
     pytest.importorskip("onnx")
     from edge.face.embedder import create_embedder as ce
-    from export.graph_opt import optimized_embedder
+    from export.onnx.graph_opt import optimized_embedder
 
     onnx_path, card_path = optimized_embedder("mobilefacenet_128d", tmp_path)
     again = optimized_embedder("mobilefacenet_128d", tmp_path)  # cached: same files, not rebuilt

@@ -18,7 +18,7 @@ SFACE = "sface_2021dec_fp32"
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    from export.graph_opt import optimized_embedder
+    from export.onnx.graph_opt import optimized_embedder
 
     root = tmp_path_factory.mktemp("cache")
     optimized_embedder(SFACE, root / OPTIMIZED_SUBDIR)

@@ -54,8 +54,8 @@ KILL_TRIALS, MAX_TRIALS = 20, 32
 # -- bundles ---------------------------------------------------------------------------------------
 
 def _resign(root: Path, priv: Path, created: str | None = None) -> None:
-    from export.bundle import build_manifest
-    from export.keys import load_private_key, sign_manifest
+    from export.bundle.keys import load_private_key, sign_manifest
+    from export.bundle.write import build_manifest
 
     old = json.loads((root / MANIFEST).read_text())
     manifest = build_manifest(root, profile=old["profile"], roles=old["roles"], created=created or old["created"])
@@ -125,8 +125,8 @@ def _heavy_branch(model) -> None:
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, model_dir, data_dir):
+    from export.bundle.keys import generate_keypair
     from export.cli import main as export_main
-    from export.keys import generate_keypair
 
     base = tmp_path_factory.mktemp("flash-bundles")
     priv, pub = generate_keypair(base / "keys")

@@ -1,4 +1,4 @@
-"""Accuracy gates and the mixed-precision fallback (export/gates.py, gates_face.py, fallback.py)."""
+"""Accuracy gates and the mixed-precision fallback (export/gates/, export/quant/fallback.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from export.calibration import ImageFolderReader, list_images, split_files  # noqa: E402
-from export.fallback import FallbackOptions, quantize_with_fallback, rank_nodes  # noqa: E402
-from export.gate_factory import make_gate  # noqa: E402
-from export.gates import ClassifierGate, Gate, GateLimits  # noqa: E402
-from export.gates_face import match_faces  # noqa: E402
-from export.onnx_prep import prepare_onnx  # noqa: E402
-from export.quantize import CalibrationMethod, QuantOptions, convert_onnx_fp16, quantize_onnx_int8  # noqa: E402
-from export.roles import Role, RoleData, calibration_reader, role_data  # noqa: E402
+from export.gates.base import Gate, GateLimits  # noqa: E402
+from export.gates.classifier import ClassifierGate  # noqa: E402
+from export.gates.face_detector import match_faces  # noqa: E402
+from export.gates.factory import make_gate  # noqa: E402
+from export.gates.roles import Role, RoleData, calibration_reader, role_data  # noqa: E402
+from export.onnx.prep import prepare_onnx  # noqa: E402
+from export.quant.calibration import ImageFolderReader, list_images, split_files  # noqa: E402
+from export.quant.fallback import FallbackOptions, quantize_with_fallback, rank_nodes  # noqa: E402
+from export.quant.quantize import CalibrationMethod, QuantOptions, convert_onnx_fp16, quantize_onnx_int8  # noqa: E402
 from tests._tiny_onnx import HOSTILE_NODE, colour_net, hostile_net, save, tiny_card  # noqa: E402
 
 
@@ -168,7 +169,7 @@ def test_ranking_puts_the_hostile_node_first(tmp_path, coco):
 
 @pytest.mark.slow
 def test_classifier_mobilenet_v2(tmp_path, model_dir, data_dir):
-    from export.classifier import export_mobilenet_v2_onnx
+    from export.sources.classifier import export_mobilenet_v2_onnx
     from edge.cards import load_card
 
     onnx_path, card_path = export_mobilenet_v2_onnx(tmp_path / "src")
@@ -222,7 +223,7 @@ def test_face_detector_yunet(tmp_path, model_dir, data_dir):
 @pytest.mark.slow
 def test_face_embedder_threshold_is_rederived(tmp_path, model_dir, data_dir):
     from edge.registry import resolve
-    from export.onnx_prep import PrepOptions
+    from export.onnx.prep import PrepOptions
 
     ref = resolve("mobilefacenet_128d")
     reader = calibration_reader(Role.FACE_EMBEDDER, ref.card, data_dir, max_images=16)
@@ -254,7 +255,7 @@ def test_face_embedder_threshold_is_rederived(tmp_path, model_dir, data_dir):
 @pytest.mark.slow
 def test_liveness_minifasnet(tmp_path, model_dir, data_dir):
     from edge.cards import load_card
-    from export.liveness import export_one
+    from export.sources.liveness import export_one
 
     onnx_path, card_path = export_one("minifasnet_v2_scale2.7", tmp_path / "src")
     card = load_card(card_path)
@@ -286,8 +287,8 @@ def test_every_role_has_three_disjoint_recorded_splits(data_dir):
 
 
 def test_int8_targets_name_the_miss():
-    from export.report_split import selection_limits
-    from export.targets import check_target
+    from export.select.report_split import selection_limits
+    from export.select.targets import check_target
 
     m = {"labelled_top1_float": 0.84, "labelled_top1": 0.82}
     (miss,) = check_target("classifier", "onnx_int8", m, split="report")

@@ -69,7 +69,7 @@ def test_minifasnet_loads_strictly_and_matches_its_onnx(name, se, liveness_dir):
     torch = pytest.importorskip("torch")
     from edge.engines import load_engine
     from edge.registry import resolve
-    from export.nets.minifasnet import MINIFASNET_V1SE, MINIFASNET_V2, load_minifasnet, spec_from_state_dict
+    from export.sources.nets.minifasnet import MINIFASNET_V1SE, MINIFASNET_V2, load_minifasnet, spec_from_state_dict
 
     path = resolve(name).path
     state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -87,7 +87,7 @@ def test_minifasnet_loads_strictly_and_matches_its_onnx(name, se, liveness_dir):
 def test_strict_loading_refuses_a_wrong_architecture():
     torch = pytest.importorskip("torch")
     from edge.registry import resolve
-    from export.nets.minifasnet import MINIFASNET_V2, load_minifasnet
+    from export.sources.nets.minifasnet import MINIFASNET_V2, load_minifasnet
 
     with pytest.raises(RuntimeError, match="se_module|Missing|Unexpected|size mismatch"):
         load_minifasnet(resolve("minifasnet_v1se_scale4.0").path, spec=MINIFASNET_V2)

@@ -1,4 +1,4 @@
-"""The export-time MAC counter (export.macs, with onnx), checked against an independent onnx-based
+"""The export-time MAC counter (export.onnx.macs, with onnx), checked against an independent onnx-based
 count, published figures and the TFLite count; and the registry cards' figures against it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference  # noqa: E40
 
 from edge.bench.roofline import count_macs  # noqa: E402
 from edge.registry import builtin_cards  # noqa: E402
-from export.macs import MacCountError, count_onnx_macs, file_macs  # noqa: E402
+from export.onnx.macs import MacCountError, count_onnx_macs, file_macs  # noqa: E402
 
 SHARED_ONNX = ["detection/yolox_nano_416.onnx", "face_detection/ulfd_rfb_320.onnx",
                "face_detection/yunet_s_640x640.onnx", "face_embedding/mobilefacenet_128d.onnx",
@@ -131,8 +131,8 @@ def test_mobilenet_v2_export_matches_the_coral_tflite_count(tmp_path, model_dir,
     pytest.importorskip("ai_edge_litert")
     for var in ("TORCH_HOME", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    from export.nets.mobilenet_v2 import MobileNetV2
-    from export.onnx_export import export_onnx
+    from export.onnx.from_torch import export_onnx
+    from export.sources.nets.mobilenet_v2 import MobileNetV2
 
     torch.manual_seed(0)
     path = export_onnx(MobileNetV2(), tmp_path / "mnv2.onnx")

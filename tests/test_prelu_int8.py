@@ -10,8 +10,8 @@ from tests._tiny_onnx import SIZE, conv_net, save
 def test_int8_prelu_net_stays_in_one_xnnpack_piece_and_matches_onnxruntime(tmp_path):
     import onnxruntime as ort
 
-    from export.cost_model import xnnpack_partitions
-    from export.tflite import CalibrationStat, TfliteQuantOptions, onnx_to_tflite, quantize_tflite
+    from export.select.cost_model import xnnpack_partitions
+    from export.tflite.convert import CalibrationStat, TfliteQuantOptions, onnx_to_tflite, quantize_tflite
     from edge.engines import load_engine
 
     src = save(conv_net(prelu=True), tmp_path / "prelu.onnx")

@@ -13,10 +13,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from edge.engines import load_engine  # noqa: E402
-from export.calibration import (CalibrationError, FeedReader, ImageFolderReader, calibration_hash,  # noqa: E402
-                                list_images, split_files)
-from export.onnx_prep import PrepOptions, default_opset, prepare_onnx  # noqa: E402
-from export.quantize import CalibrationMethod, QuantOptions, QuantType, convert_onnx_fp16, quantize_onnx_int8  # noqa: E402
+from export.onnx.prep import PrepOptions, default_opset, prepare_onnx  # noqa: E402
+from export.quant.calibration import (CalibrationError, FeedReader, ImageFolderReader, calibration_hash,  # noqa: E402
+                                      list_images, split_files)
+from export.quant.quantize import CalibrationMethod, QuantOptions, QuantType, convert_onnx_fp16, quantize_onnx_int8  # noqa: E402
 from export.variants import (ExportStepError, Format, Precision, check_agreement, export_formats,  # noqa: E402
                              export_step, get_target, target_for_file)
 from tests._tiny_onnx import conv_net, save, tiny_card  # noqa: E402
@@ -299,7 +299,7 @@ def test_calibration_hash_covers_names_and_bytes(tmp_path, coco_images):
 def test_yolox_prepared_then_quantised_per_channel(tmp_path, model_dir, data_dir):
     """yolox_nano_416 is opset 11 (MANIFEST): prepared to 13, per-channel QDQ loads and runs."""
     from edge.registry import resolve
-    from export.roles import calibration_reader
+    from export.gates.roles import calibration_reader
 
     ref = resolve("yolox_nano_416")
     reader = calibration_reader("detector", ref.card, data_dir, max_images=4)

@@ -126,7 +126,7 @@ def test_no_release_says_what_to_do(monkeypatch, tmp_path, capsys):
 def test_missing_or_wrong_trusted_key_is_refused(release_build, tmp_path):
     with pytest.raises(BundleKeyError, match="trusted public key not found: .*nokey.pub"):
         open_release(release_build["dir"], tmp_path / "nokey.pub")
-    from export.keys import generate_keypair
+    from export.bundle.keys import generate_keypair
 
     _, other = generate_keypair(tmp_path / "other")
     with pytest.raises(BundleSignatureError, match="not with the given public key"):
@@ -314,8 +314,8 @@ def test_unlock_enroll_and_verify_use_only_the_release(release_build, offline, u
 def test_templates_follow_the_release_embedder(release_build, offline, unlock_state, tmp_path, capsys, data_dir):
     """A new release with another embedder variant marks the enrolled templates stale."""
     from edge.bundle import load_bundle
-    from export.bundle import BundleEntry, write_bundle
-    from export.keys import load_private_key
+    from export.bundle.keys import load_private_key
+    from export.bundle.write import BundleEntry, write_bundle
 
     b = load_bundle(release_build["dir"])
     rel = ["--bundle", str(release_build["dir"]), "--trust", str(release_build["pub"])]
@@ -400,8 +400,8 @@ def test_the_installed_release_is_used_and_checked_by_default(consumer, tampered
 
 def test_detect_without_a_detector_in_the_release_says_so(offline, tmp_path, capsys, model_dir):
     from edge.registry import get_card
-    from export.bundle import BundleEntry, write_bundle
-    from export.keys import generate_keypair, load_private_key
+    from export.bundle.keys import generate_keypair, load_private_key
+    from export.bundle.write import BundleEntry, write_bundle
 
     card = get_card("yunet_s_640x640")
     entry = BundleEntry("face_detector", model_dir / card.file, card)

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, model_dir):
     from edge.registry import get_card, resolve_file, resolve_model
-    from export.bundle import BundleEntry, write_bundle
-    from export.keys import generate_keypair, load_private_key
+    from export.bundle.keys import generate_keypair, load_private_key
+    from export.bundle.write import BundleEntry, write_bundle
 
     d = tmp_path_factory.mktemp("store-bundles")
     priv, pub = generate_keypair(d / "keys")

@@ -25,8 +25,8 @@ from edge.selftest import INDEX, TOLERANCE, compare_outputs, precision_of, run  
 
 
 def _resign(root: Path, priv: Path) -> None:
-    from export.bundle import build_manifest
-    from export.keys import load_private_key, sign_manifest
+    from export.bundle.keys import load_private_key, sign_manifest
+    from export.bundle.write import build_manifest
 
     old = json.loads((root / MANIFEST).read_text())
     manifest = build_manifest(root, profile=old["profile"], roles=old["roles"], created=old["created"])

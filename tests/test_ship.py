@@ -13,7 +13,7 @@ pytest.importorskip("onnx")
 
 from edge.engines import load_engine  # noqa: E402
 from edge.registry import get_card, resolve_model  # noqa: E402
-from export.ship import count_ops, shipped_model  # noqa: E402
+from export.bundle.ship import count_ops, shipped_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,8 +50,8 @@ def test_onnx_build_ships_rewritten_graphs(tmp_path, model_dir, data_dir):
     pytest.importorskip("torch")
     pytest.importorskip("cryptography")
     from edge.bundle import load_bundle, verify_bundle
+    from export.bundle.keys import generate_keypair
     from export.cli import main as export_main
-    from export.keys import generate_keypair
 
     priv, pub = generate_keypair(tmp_path / "keys")
     assert export_main(["build", "--profile", str(ROOT / "firmware_configs" / "x86_dev.toml"), "--out",

@@ -20,11 +20,11 @@ from edge.engines import load_engine  # noqa: E402
 from edge.imageio import load_image  # noqa: E402
 from edge.preprocess import prepare  # noqa: E402
 from edge.registry import load_labels, resolve  # noqa: E402
-from export import onnx_torch  # noqa: E402
-from export.onnx_torch import UnsupportedOperatorError, onnx_to_torch  # noqa: E402
-from export.tflite import (TFLITE_KEYS, CalibrationStat, TfliteQuantOptions, calibrate_tflite,  # noqa: E402
-                           make_variant, onnx_to_tflite, torch_to_tflite)
-from export.tflite_fb import io_types, list_ops  # noqa: E402
+from export.onnx import to_torch as onnx_torch  # noqa: E402
+from export.onnx.to_torch import UnsupportedOperatorError, onnx_to_torch  # noqa: E402
+from export.tflite.convert import (TFLITE_KEYS, CalibrationStat, TfliteQuantOptions, calibrate_tflite,  # noqa: E402
+                                   make_variant, onnx_to_tflite, torch_to_tflite)
+from export.tflite.flatbuffer import io_types, list_ops  # noqa: E402
 from export.variants import TOL_FP32, ExportStepError, check_agreement  # noqa: E402
 
 #: Clean single-object photos the classifier must get right in every variant (ImageNet-like).
@@ -50,7 +50,7 @@ def _litert_outputs(path, feeds):
 @pytest.fixture(scope="module")
 def mnv2(tmp_path_factory, samples, data_dir):
     """MobileNetV2 converted once: fp32 + every quantised variant."""
-    from export.nets import load_mobilenet_v2
+    from export.sources.nets import load_mobilenet_v2
 
     ref = resolve("mobilenet_v2_torchvision")
     spec = ref.card.inputs[0]
@@ -77,7 +77,7 @@ def mnv2(tmp_path_factory, samples, data_dir):
 
 
 def test_fp32_matches_torch_and_onnx_and_sees_a_cat(mnv2, samples, tmp_path):
-    from export.classifier import export_mobilenet_v2_onnx
+    from export.sources.classifier import export_mobilenet_v2_onnx
 
     spec, path = mnv2["spec"], mnv2["variants"]["tflite_fp32"][0].path
     onnx_path, _ = export_mobilenet_v2_onnx(tmp_path)
@@ -161,7 +161,7 @@ def _stripped(path: Path, out: Path) -> Path:
     """SFace lists unused weights as graph inputs, which onnxruntime then demands: drop them."""
     import onnx
 
-    from export.onnx_torch import load_onnx_model
+    from export.onnx.to_torch import load_onnx_model
 
     onnx.save(load_onnx_model(path), str(out))
     return out
@@ -196,7 +196,7 @@ def test_unsupported_operator_names_model_step_and_op(tmp_path):
 
 @pytest.mark.parametrize("stat", list(CalibrationStat))
 def test_every_range_statistic_gives_a_working_int8_model(mnv2, samples, tmp_path, stat):
-    from export.tflite import quantize_tflite
+    from export.tflite.convert import quantize_tflite
 
     fp32 = mnv2["variants"]["tflite_fp32"][0].path
     qsvs = calibrate_tflite(fp32, mnv2["calibration"], TfliteQuantOptions(stat=stat))
@@ -207,7 +207,7 @@ def test_every_range_statistic_gives_a_working_int8_model(mnv2, samples, tmp_pat
 
 
 def test_keep_float_leaves_the_named_layers_in_float(mnv2, tmp_path):
-    from export.tflite import quantize_tflite
+    from export.tflite.convert import quantize_tflite
 
     fp32 = mnv2["variants"]["tflite_fp32"][0].path
     ops = list_ops(fp32)
@@ -221,7 +221,7 @@ def test_keep_float_leaves_the_named_layers_in_float(mnv2, tmp_path):
 
 
 def test_empty_calibration_is_a_clear_error(mnv2, tmp_path):
-    from export.tflite import quantize_tflite
+    from export.tflite.convert import quantize_tflite
 
     with pytest.raises(ExportStepError, match="calibration.*empty"):
         quantize_tflite(mnv2["variants"]["tflite_fp32"][0].path, tmp_path / "x.tflite", "tflite_int8",
@@ -239,7 +239,7 @@ def test_empty_calibration_is_a_clear_error(mnv2, tmp_path):
     ({"zz"}, 3, False),               # never fixable: stops at the float-fraction limit (4 of 16)
 ])
 def test_fallback_search_re_ranks_and_stops(tmp_path, needed, rounds, accepted):
-    from export.tflite_fallback import LayerError, fallback_search
+    from export.tflite.fallback import LayerError, fallback_search
 
     def rank(path):  # "b" hides behind "a": its error only shows once "a" is float
         kept = set(path.stem.split("-")[1:]) if "-" in path.stem else set()

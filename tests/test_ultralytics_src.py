@@ -1,4 +1,4 @@
-"""export/ultralytics_src.py: Ultralytics YOLOv8 / YOLO11 ``.yaml`` (random weights) → ONNX + card → edge Detector."""
+"""export/sources/ultralytics.py: Ultralytics YOLOv8 / YOLO11 ``.yaml`` (random weights) → ONNX + card → edge Detector."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
-from export.ultralytics_src import _import_ultralytics  # noqa: E402
+from export.sources.ultralytics import _import_ultralytics  # noqa: E402
 
 try:  # the extra is optional; import it the project's way (offline, settings in a temp dir)
     _import_ultralytics()
@@ -19,7 +19,7 @@ except ImportError as e:
 from edge.detect.decoders import decode_ultralytics  # noqa: E402
 from edge.detect.detector import create_detector  # noqa: E402
 from edge.imageio import load_image  # noqa: E402
-from export.ultralytics_src import export_ultralytics_onnx, load_ultralytics  # noqa: E402
+from export.sources.ultralytics import export_ultralytics_onnx, load_ultralytics  # noqa: E402
 
 IMGSZ = 640
 N_ANCHORS = (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + (IMGSZ // 32) ** 2  # 8400

@@ -1,4 +1,4 @@
-"""edge-export build with the user's own model and data (export/user_build.py)."""
+"""edge-export build with the user's own model and data (export/build/user_inputs.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
+from export.build.user_inputs import (UserInputError, UserInputs, coco_json_to_yolo, load_build_file,  # noqa: E402
+                                      parse_role_paths)
+from export.bundle.keys import generate_keypair  # noqa: E402
 from export.cli import main as export_main  # noqa: E402
-from export.keys import generate_keypair  # noqa: E402
-from export.user_build import (UserInputError, UserInputs, coco_json_to_yolo, load_build_file,  # noqa: E402
-                               parse_role_paths)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def test_bad_user_inputs_are_clear_errors(argv, message, user_data, tmp_path, ca
 
 
 def test_onnx_source_without_card_and_role_mismatch(tmp_path, model_dir):
-    from export.user_build import prepare_user_source
+    from export.build.user_inputs import prepare_user_source
 
     bare = tmp_path / "m.onnx"
     bare.write_bytes(b"an unknown model: no built-in card has this sha256")

@@ -1,4 +1,4 @@
-"""edge-export build with the user's face pairs for the embedder (export/face_pairs.py)."""
+"""edge-export build with the user's face pairs for the embedder (export/gates/face_pairs.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
+from export.build.user_inputs import UserInputError  # noqa: E402
+from export.bundle.keys import generate_keypair  # noqa: E402
 from export.cli import main as export_main  # noqa: E402
-from export.face_pairs import read_face_pairs, split_face_pairs  # noqa: E402
-from export.keys import generate_keypair  # noqa: E402
-from export.user_build import UserInputError  # noqa: E402
+from export.gates.face_pairs import read_face_pairs, split_face_pairs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Impostor partners per person in the test CSV (the next people in name order).

@@ -1,4 +1,4 @@
-"""edge-export build with a known network's PyTorch state dict as the user's source (export/torch_src.py)."""
+"""edge-export build with a known network's PyTorch state dict as the user's source (export/sources/state_dict.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from edge.cards import load_card  # noqa: E402
+from export.build.user_inputs import UserInputError, load_build_file, prepare_user_source  # noqa: E402
+from export.bundle.keys import generate_keypair  # noqa: E402
 from export.cli import main as export_main  # noqa: E402
-from export.keys import generate_keypair  # noqa: E402
-from export.user_build import UserInputError, load_build_file, prepare_user_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MOBILENET = "classification/mobilenet_v2_torchvision_b0353104.pth"
@@ -55,7 +55,7 @@ def test_state_dict_classifier_builds_end_to_end(byo, tmp_path, capsys):
         assert v["report"]["metrics"]["labelled_images"] == model["splits"]["report"]["files"]
         assert v["report"]["metrics"]["labelled_top1_float"] > 0.5
     card = load_card(next((tmp_path / "x86_dev").rglob("mobilenet_v2_my_mobilenet*.json")))
-    assert card.provenance.state_dict.net == "export.nets:mobilenet_v2"
+    assert card.provenance.state_dict.net == "export.sources.nets:mobilenet_v2"
     assert card.provenance.state_dict.num_classes == 1000
     assert card.labels is not None and card.labels.first == 1 and card.inputs[0].color == "RGB"
 
@@ -132,8 +132,8 @@ def test_unknown_state_dict_source_from_the_cli_writes_nothing(byo, tmp_path, ca
 
 
 def test_one_user_model_replaces_both_built_in_liveness_models(tmp_path, model_dir):
-    from export.build import role_sources
-    from export.user_build import UserInputs, apply_user_inputs
+    from export.build.pipeline import role_sources
+    from export.build.user_inputs import UserInputs, apply_user_inputs
 
     built_in = role_sources(("liveness",))
     assert len(built_in) == 2

@@ -21,8 +21,8 @@ MODEL = "yolox_nano_416"
 def release(tmp_path_factory, model_dir):
     pytest.importorskip("cryptography")
     from edge.registry import get_card, resolve_file, resolve_model
-    from export.bundle import BundleEntry, write_bundle
-    from export.keys import generate_keypair, load_private_key
+    from export.bundle.keys import generate_keypair, load_private_key
+    from export.bundle.write import BundleEntry, write_bundle
 
     priv, pub = generate_keypair(tmp_path_factory.mktemp("keys"))
     card = get_card(MODEL)

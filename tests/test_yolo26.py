@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
-from export.ultralytics_src import _import_ultralytics  # noqa: E402
+from export.sources.ultralytics import _import_ultralytics  # noqa: E402
 
 try:
     _import_ultralytics()
@@ -26,7 +26,7 @@ from edge.detect.detector import create_detector  # noqa: E402
 from edge.errors import DetectorOutputError  # noqa: E402
 from edge.imageio import load_image  # noqa: E402
 from edge.preprocess import prepare  # noqa: E402
-from export.ultralytics_src import export_ultralytics_onnx, load_ultralytics  # noqa: E402
+from export.sources.ultralytics import export_ultralytics_onnx, load_ultralytics  # noqa: E402
 
 IMGSZ = 320
 

@@ -1,7 +1,7 @@
 """Regenerate edge/registry/cards/*.json from the table below (run from the project root).
 
 MACs of the ONNX/TFLite files are counted here, once, with the export-time counter
-(:func:`export.macs.file_macs`; a model with a dynamic input has none). Kept as a script so the cards' facts (upstream sources, licences, conventions from
+(:func:`export.onnx.macs.file_macs`; a model with a dynamic input has none). Kept as a script so the cards' facts (upstream sources, licences, conventions from
 ../shared/models/MANIFEST.md) are reviewed in one place; the JSON files are what ships.
 """
 import hashlib
@@ -14,7 +14,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge.cards import CARD_SCHEMA  # noqa: E402
-from export.macs import file_macs  # noqa: E402
+from export.onnx.macs import file_macs  # noqa: E402
 
 MIRROR = Path(os.environ.get("EDGE_MODEL_DIR", "../shared/models"))
 OUT = Path("edge/registry/cards")

@@ -1,6 +1,6 @@
 """MACs of a bare ONNX model (no card), from the shapes the file states: a deliberately small fallback.
 
-The real count is made at export time with ``onnx`` (:mod:`export.macs`) and read from the
+The real count is made at export time with ``onnx`` (:mod:`export.onnx.macs`) and read from the
 card's ``macs``. A model dropped on the device without a card gets only this: Conv / Gemm /
 MatMul (and their integer / QLinear forms) whose weight is an initialiser and whose output shape
 (input shape for ConvTranspose) the file itself states, as a graph output or in

@@ -1,7 +1,7 @@
 """Roofline: multiply-accumulates per model, the latency lower bound they imply, the efficiency reached.
 
 MACs come from the model's card (``card.macs``, counted once at export time with ``onnx`` by
-:mod:`export.macs`; the registry cards carry theirs, checked by a test against that counter). A
+:mod:`export.onnx.macs`; the registry cards carry theirs, checked by a test against that counter). A
 model without a card: a TFLite file is counted from its interpreter's op list
 (:mod:`edge.bench.tflite_macs`); a bare ONNX file gets the small fallback of
 :mod:`edge.bench.onnx_macs`, which counts only the nodes whose shapes the file states and lists

@@ -2,8 +2,8 @@
 
 Every latency figure of the project comes from :func:`timed_calls`: the benchmark worker
 (``edge bench``: a run bounded by iterations or seconds, stoppable, reporting progress), the
-export side's per-file latency (:func:`export.timing.measure_latency`) and its paired fp32 vs
-variant speed-ups (``export.report_split.paired_speedup``: calls alternate between the two models
+export side's per-file latency (:func:`export.select.timing.measure_latency`) and its paired fp32 vs
+variant speed-ups (``export.select.report_split.paired_speedup``: calls alternate between the two models
 so both see the same machine load). Figures are comparable within one process on one machine;
 they go into reports and benchmark output, never into test assertions.
 

@@ -5,7 +5,7 @@ about 40 % of SFace's and two thirds of MobileFaceNet's fp32 time at one thread.
 and ``Add`` with the same broadcast run on vectorised kernels. :func:`rewrite_prelu` swaps each
 ``PRelu`` whose slope is a float32 initialiser for those three nodes in the serialised model,
 before the session is made — the file (and its sha256, which templates and cards are bound to)
-is untouched; outputs agree to float rounding (``export.graph_opt.REWRITE_ATOL``, the same
+is untouched; outputs agree to float rounding (``export.onnx.graph_opt.REWRITE_ATOL``, the same
 rewrite ``edge-export`` applies to files).
 
 Models with quantisation nodes are left alone (int8 graphs are judged as they were gated), as are

@@ -27,7 +27,7 @@ DEFAULT_EMBEDDER = "sface_2021dec_fp32"
 #: Built-in embedder cards (registry names).
 BUILTIN_EMBEDDERS = ("sface_2021dec_fp32", "sface_2021dec_int8bq", "mobilefacenet_128d")
 #: Sub-directory of the cache where ``edge-export`` writes output-identical rewrites
-#: (``export.graph_opt.optimized_embedder``: ``<name>_fastprelu.onnx`` + card).
+#: (``export.onnx.graph_opt.optimized_embedder``: ``<name>_fastprelu.onnx`` + card).
 OPTIMIZED_SUBDIR = "optimized"
 #: Card name suffixes of output-identical rewrites, fastest first.
 _REWRITE_SUFFIXES = ("_fastprelu",)
@@ -149,7 +149,7 @@ def _check_batch(x) -> np.ndarray:
 def optimized_card(name: str, cache_dir: Path | None = None) -> Path | None:
     """The card of an output-identical rewrite of registry embedder ``name``, if one was built.
 
-    ``edge-export`` (``export.graph_opt.optimized_embedder``) writes
+    ``edge-export`` (``export.onnx.graph_opt.optimized_embedder``) writes
     ``<cache>/optimized/<name>_fastprelu.{onnx,json}``; it is used only when its card says it was
     derived from the registry file with the registry's sha256 and its own file matches the card
     (a stale or altered copy is ignored, never half-used). Registry names only: a path or card

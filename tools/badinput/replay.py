@@ -123,7 +123,7 @@ def cases(tmp: Path, models: Path, data: Path) -> list[tuple[str, list[str], str
         info = tarfile.TarInfo("rpi4/zeros.bin")
         info.size = 2 << 30
         tar.addfile(info, io.BufferedReader(_Zeros(info.size)))
-    from export.keys import generate_keypair
+    from export.bundle.keys import generate_keypair
 
     _, pub = generate_keypair(tmp / "keys")
     out.append(("tar bomb as --bundle", ["edge", "run", "classifier", image, "--bundle", str(bomb), "--trust",

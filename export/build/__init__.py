@@ -1,0 +1,1 @@
+"""``edge-export build``: a device profile's models built, gated, chosen and bundled."""

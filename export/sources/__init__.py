@@ -1,0 +1,1 @@
+"""Model sources (torchvision, MiniFASNet, Ultralytics YOLO) exported to a float ONNX file with its card."""

@@ -1,0 +1,1 @@
+"""TFLite variants: litert-torch conversion, ai-edge-quantizer quantisation, flatbuffer edits, fallback."""
