@@ -51,8 +51,6 @@ def rewrite_prelu(model_in: str | Path, model_out: str | Path) -> int:
     Raises:
         ExportError: the rewritten graph fails ``onnx.checker``.
     """
-    import os
-
     import onnx
 
     from edge.engines.onnx_wire import strip_weight_inputs
@@ -62,17 +60,10 @@ def rewrite_prelu(model_in: str | Path, model_out: str | Path) -> int:
     data, _ = strip_weight_inputs(Path(model_in).read_bytes())
     m = onnx.load_from_string(data)
     from export.onnx.prep import rewrite_prelu as rewrite_in_memory
+    from export.onnx.prep import save_checked
 
     count = rewrite_in_memory(m)
-    try:
-        onnx.checker.check_model(m)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"PRelu rewrite of {model_in} produced an invalid graph: {e}") from e
-    out = Path(model_out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    onnx.save(m, str(tmp))
-    os.replace(tmp, out)
+    out = save_checked(m, model_out, f"PRelu rewrite of {model_in}")
     log.info("rewrote %d PRelu nodes of %s into %s", count, model_in, out)
     return count
 

@@ -368,3 +368,26 @@ def prepare_onnx(src: str | Path, dst: str | Path, options: PrepOptions = PrepOp
              out.name, res.opset_in, res.opset_out, nodes_in, res.nodes_out, len(dropped),
              ", ".join(f"{r.name}×{r.nodes}" for r in rewrites) or "none")
     return res
+
+
+def save_checked(model, dst: str | Path, what: str) -> Path:
+    """Check ``model`` with ``onnx.checker`` and write it to ``dst`` atomically (a temporary file
+    beside it, then a rename): a failed rewrite never leaves a half-written or invalid file.
+
+    Raises:
+        ExportError: the checker refuses the graph (``what`` names the step, e.g. "PRelu rewrite of X").
+    """
+    import onnx
+
+    from export.onnx.from_torch import ExportError
+
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{what} produced an invalid graph: {e}") from e
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    return out

@@ -134,6 +134,8 @@ def quantised_weights(float_model, qmodel) -> dict[str, QuantisedWeight]:
     ``DequantizeLinear`` of an integer initialiser and whose float weight ``float_model`` has."""
     from onnx import numpy_helper
 
+    from export.quant.bias_correction import dequantize_params
+
     finit = {t.name for t in float_model.graph.initializer}
     fnodes = {n.name: n for n in float_model.graph.node}
     init = {t.name: t for t in qmodel.graph.initializer}
@@ -149,16 +151,9 @@ def quantised_weights(float_model, qmodel) -> dict[str, QuantisedWeight]:
         q = numpy_helper.to_array(init[dq.input[0]])
         if q.dtype not in (np.int8, np.uint8):
             continue
-        s = numpy_helper.to_array(init[dq.input[1]]).astype(np.float32)
-        z = (numpy_helper.to_array(init[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 and dq.input[2]
-             else np.zeros_like(s))
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        shape = [1] * q.ndim
-        if np.ndim(s):
-            shape[axis] = -1
-        out[node.name] = QuantisedWeight(node.name, node.op_type, fw, dq.input[0], q,
-                                         np.broadcast_to(s.reshape(shape), q.shape),
-                                         np.broadcast_to(z.reshape(shape), q.shape), int(q.min()), int(q.max()))
+        scale, zero = dequantize_params(dq, init, q.shape)
+        out[node.name] = QuantisedWeight(node.name, node.op_type, fw, dq.input[0], q, scale, zero,
+                                         int(q.min()), int(q.max()))
     return out
 
 

@@ -45,15 +45,24 @@ def dequantized_weights(qmodel) -> dict[str, np.ndarray]:
         if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in init:
             continue
         w = numpy_helper.to_array(init[dq.input[0]]).astype(np.float32)
-        s = numpy_helper.to_array(init[dq.input[1]]).astype(np.float32)
-        z = (numpy_helper.to_array(init[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 and dq.input[2]
-             else np.zeros_like(s))
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        shape = [1] * w.ndim
-        if np.ndim(s):
-            shape[axis] = -1
-        out[node.name] = (w - z.reshape(shape)) * s.reshape(shape)
+        scale, zero = dequantize_params(dq, init, w.shape)
+        out[node.name] = (w - zero) * scale
     return out
+
+
+def dequantize_params(dq, init: dict, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, zero point)`` of a weight's ``DequantizeLinear`` node, broadcast to ``shape``
+    (per-tensor, or per channel along the node's ``axis``; a missing zero point is 0)."""
+    from onnx import numpy_helper
+
+    s = numpy_helper.to_array(init[dq.input[1]]).astype(np.float32)
+    z = (numpy_helper.to_array(init[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 and dq.input[2]
+         else np.zeros_like(s))
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    bshape = [1] * len(shape)
+    if np.ndim(s):
+        bshape[axis] = -1
+    return np.broadcast_to(s.reshape(bshape), shape), np.broadcast_to(z.reshape(bshape), shape)
 
 
 def _channel_means(model, tensors: list[str], reader, samples: int) -> dict[str, np.ndarray]:

@@ -23,13 +23,10 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-from export.onnx.from_torch import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +108,6 @@ def equalize_prelu_chain(src: str | Path, dst: str | Path, samples: Sequence[np.
         ValueError: ``alpha`` outside [0, 1] or no samples.
         ExportError: the rewritten graph fails ``onnx.checker``.
     """
-    import onnx
     from onnx import numpy_helper
 
     from export.onnx.to_torch import load_onnx_model
@@ -158,14 +154,8 @@ def equalize_prelu_chain(src: str | Path, dst: str | Path, samples: Sequence[np.
         done += 1
     for k, t in init.items():
         t.CopyFrom(numpy_helper.from_array(arr[k].astype(numpy_helper.to_array(t).dtype), k))
-    try:
-        onnx.checker.check_model(m)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"channel equalisation of {src} produced an invalid graph: {e}") from e
-    out = Path(dst)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    onnx.save(m, str(tmp))
-    os.replace(tmp, out)
+    from export.onnx.prep import save_checked
+
+    out = save_checked(m, dst, f"channel equalisation of {src}")
     log.info("equalised %d Conv→PRelu→Conv pair(s) of %s into %s", done, src, out)
     return done
