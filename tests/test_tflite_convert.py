@@ -239,14 +239,17 @@ def test_empty_calibration_is_a_clear_error(mnv2, tmp_path):
     ({"zz"}, 3, False),               # never fixable: stops at the float-fraction limit (4 of 16)
 ])
 def test_fallback_search_re_ranks_and_stops(tmp_path, needed, rounds, accepted):
-    from export.tflite.fallback import LayerError, fallback_search
+    """The search both int8 paths share (export.quant.float_search), with the TFLite ranker's filter."""
+    from export.quant.float_search import grow_float_set
+    from export.tflite.fallback import LayerError
 
-    def rank(path):  # "b" hides behind "a": its error only shows once "a" is float
+    def rank(path, kept):  # "b" hides behind "a": its error only shows once "a" is float
         kept = set(path.stem.split("-")[1:]) if "-" in path.stem else set()
         order = ["a", "c", "d", "e", "f", "g", "h"] if "a" not in kept else ["b", "c", "d", "e", "f", "g", "h"]
-        return [LayerError(i, "CONV_2D", n, 0.5, 0.5 - i / 100) for i, n in enumerate(order)]
+        return [r.output for r in (LayerError(i, "CONV_2D", n, 0.5, 0.5 - i / 100) for i, n in enumerate(order))
+                if r.added > 0]
 
-    def quantize(keep):
+    def quantize(keep, _round):
         p = tmp_path / ("m-" + "-".join(keep) + ".tflite")
         p.write_bytes(b"x")
         return p
@@ -254,7 +257,26 @@ def test_fallback_search_re_ranks_and_stops(tmp_path, needed, rounds, accepted):
     def accept(path):
         return needed <= set(path.stem.split("-")[1:]), None
 
-    steps = fallback_search(rank, tmp_path / "m.tflite", quantize, accept, total_ops=16, max_fraction=0.25)
+    steps = grow_float_set(rank, quantize, accept, first=tmp_path / "m.tflite", total=16, max_fraction=0.25)
     assert len(steps) == rounds
     assert steps[-1].accepted is accepted
     assert all(len(s.keep_float) <= 4 for s in steps)
+
+
+def test_float_search_takes_groups_whole_and_stops_at_the_limit():
+    """A layer's group (the ONNX fallback's island of element-wise feeders) goes float whole or
+    not at all; the seed counts towards the limit."""
+    from export.quant.float_search import grow_float_set
+
+    groups = {"c1": ["c1", "add1", "mul1"], "c2": ["c2"], "c3": ["c3", "x", "y", "z"]}
+    made = []
+
+    def quantize(keep, rnd):
+        made.append((rnd, keep))
+        return keep
+
+    steps = grow_float_set(lambda cur, kept: ["c1", "c2", "c3"], quantize, lambda v: (False, None), first=(),
+                           total=20, max_fraction=0.4, seed=("s",), group=lambda n, kept: groups[n])
+    assert made[0] == (1, ("s", "c1", "add1", "mul1"))  # first step 1: one group, whole
+    assert made[1] == (2, ("s", "c1", "add1", "mul1", "c2"))  # c3's four would pass the limit of 8
+    assert len(steps) == 2 and not steps[-1].accepted

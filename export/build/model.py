@@ -344,7 +344,8 @@ class ModelBuild:
     # -- fallback --------------------------------------------------------------------------------
     def _tflite_fallback(self, failed: VariantReport, fp32: Path, reader, gate) -> tuple[VariantReport | None, list]:
         from export.tflite.convert import TfliteQuantOptions, quantize_tflite, tflite_card
-        from export.tflite.fallback import fallback_search, rank_layers
+        from export.quant.float_search import grow_float_set
+        from export.tflite.fallback import rank_layers
         from export.tflite.flatbuffer import list_ops
 
         self.say(f"{failed.key} failed its gate ({'; '.join(failed.gate.failures)}); ranking layers by "
@@ -353,13 +354,13 @@ class ModelBuild:
         results: dict[Path, object] = {}
         rankings: dict[str, object] = {}
 
-        def rank(path: Path):
+        def rank(path: Path, kept: frozenset) -> list[str]:
             ranking = rank_layers(fp32, path, samples)
             for r in ranking:
                 rankings.setdefault(r.output, r)
-            return ranking
+            return [r.output for r in ranking if r.added > 0]  # an operator that adds no error stays int8
 
-        def quantize(keep: tuple[str, ...]) -> Path:
+        def quantize(keep: tuple[str, ...], _round: int) -> Path:
             dst = failed.path.with_name(f"{self.source.name}_keep{len(keep)}{get_target(failed.key).suffix}")
             self.say(f"re-quantising with the {len(keep)} worst layer(s) in float")
             return quantize_tflite(fp32, dst, failed.key, options=TfliteQuantOptions(keep_float=keep),
@@ -375,7 +376,7 @@ class ModelBuild:
             results[path] = res
             return res.passed, res
 
-        steps = fallback_search(rank, failed.path, quantize, accept, total_ops=len(list_ops(fp32)))
+        steps = grow_float_set(rank, quantize, accept, first=failed.path, total=len(list_ops(fp32)), say=self.say)
         log_rows = [{"kept_float": len(s.keep_float), "file": s.path.name, "passed": s.accepted,
                      "size": s.path.stat().st_size, "failures": list(results[s.path].failures)} for s in steps]
         for row, s in zip(log_rows, steps):

@@ -9,7 +9,8 @@ The loop (:func:`quantize_with_fallback`):
    quantised model on a few calibration inputs with every intermediate tensor as an output and
    measure, per node, how many dB of signal-to-quantisation-noise ratio (SQNR, float vs
    quantised tensor) are lost between its inputs and its output;
-4. keep the worst not-yet-float nodes in float (``nodes_to_exclude``; 1, 2, 4, 8 … per round)
+4. keep the worst not-yet-float nodes in float (``nodes_to_exclude``; 1, 2, 4, 8 … per round,
+   by the search every int8 path shares, :func:`export.quant.float_search.grow_float_set`)
    and, when ``expand_inputs`` is set, the element-wise nodes feeding them, so that their input
    tensor is float too — excluding only a Conv leaves its input quantised by its producer;
 5. re-quantise (calibration cached, ~1 s), gate, time, repeat until the gate passes, the
@@ -34,13 +35,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from export.gates.base import Gate, GateResult
 from export.onnx.prep import session_with_outputs
 from export.quant.calibration import FeedReader
+from export.quant.float_search import grow_float_set
 from export.quant.quantize import CalibrationMethod, QuantOptions, quantizable_op_types, quantize_onnx_int8
 from export.select.timing import measure_latency
 
@@ -376,28 +378,24 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
         base = dataclasses.replace(options, calibration=best.calibration,
                                    percentile=options.percentile if best.calibration is CalibrationMethod.PERCENTILE
                                    else None)
-        current, excluded = best, list(options.nodes_to_exclude)
-        step = fallback.first_step
-        limit = int(fallback.max_float_fraction * len(quantisable))
-        for rnd in range(1, fallback.max_rounds + 1):
-            if current.gate.passed:
-                break
+        qset = set(quantisable)
+
+        def rank(current: Attempt, kept: frozenset) -> list[str]:
+            nonlocal ranking
             ranking = rank_nodes(src, current.path, reader, samples=fallback.ranking_samples,
-                                 candidates=set(quantisable) - set(excluded))
-            added: list[str] = []
-            for d in ranking:
-                if len(added) >= step:
-                    break
-                group = _island(d.node, feeders, consumers, set(excluded)) if fallback.expand_inputs else [d.node]
-                group = [g for g in group if g in set(quantisable) and g not in excluded and g not in added]
-                added.extend(group)
-            if not added or len(excluded) + len(added) > limit:
-                say(f"{name}: stopping: {len(excluded) + len(added)} float node(s) would exceed "
-                    f"{fallback.max_float_fraction:.0%} of {len(quantisable)}")
-                break
-            excluded += added
-            current = attempt(f"round{rnd}", dataclasses.replace(base, nodes_to_exclude=tuple(excluded)))
-            step *= 2
+                                 candidates=qset - kept)
+            return [d.node for d in ranking]
+
+        def group(node: str, kept: frozenset) -> list[str]:
+            members = _island(node, feeders, consumers, set(kept)) if fallback.expand_inputs else [node]
+            return [g for g in members if g in qset]
+
+        if not best.gate.passed and fallback.max_rounds:
+            grow_float_set(rank, lambda keep, rnd: attempt(f"round{rnd}", dataclasses.replace(base, nodes_to_exclude=keep)),
+                           lambda a: (a.gate.passed, a.gate), first=best, total=len(quantisable),
+                           max_fraction=fallback.max_float_fraction, max_rounds=fallback.max_rounds,
+                           first_step=fallback.first_step, seed=tuple(options.nodes_to_exclude), group=group,
+                           say=lambda line: say(f"{name}: {line}"))
         passing = [a for a in attempts if a.gate.passed]
         if passing:
             chosen = min(passing, key=lambda a: (len(a.float_nodes), a.latency_ms))

@@ -1,13 +1,14 @@
-"""Which TFLite layers quantise badly, and keeping them in float until a gate passes.
+"""Which TFLite layers quantise badly: the ranker of the full-integer fallback.
 
 :func:`rank_layers` runs the float and the full-integer model on calibration samples with every
 intermediate tensor preserved, dequantises the integer tensors and measures, per operator
 output, the error the operator *adds*: its relative RMS error against the float tensor minus
 the largest error already present in its inputs (error accumulates with depth, so the raw error
-would always blame the last layers). :func:`fallback_search` then keeps the worst operators in
-float — 1, then 2, 4 … more per round, ranking the current variant afresh each round — and
-re-quantises with the same calibration statistics, until the caller's gate accepts a variant or
-a limit is reached.
+would always blame the last layers). The search every int8 path shares
+(:func:`export.quant.float_search.grow_float_set`) then keeps the worst operators in float —
+1, then 2, 4 … more per round, ranking the current variant afresh each round — and the build
+re-quantises with the same calibration statistics, until the gate accepts a variant or a limit
+is reached.
 
 Example:
     >>> ranking = rank_layers("m_fp32.tflite", "m_int8.tflite", samples)           # doctest: +SKIP
@@ -19,18 +20,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LayerError", "FallbackStep", "rank_layers", "fallback_search", "MAX_FLOAT_FRACTION", "MAX_ROUNDS"]
-
-#: At most this fraction of the operators may be kept in float before the search gives up.
-MAX_FLOAT_FRACTION = 0.25
-#: Re-quantisations before the search gives up.
-MAX_ROUNDS = 7
+__all__ = ["LayerError", "rank_layers"]
 #: Samples used for ranking (the ranking is stable after a few).
 RANK_SAMPLES = 8
 #: Operators the quantiser inserts itself; they cannot be "kept in float". Every other operator is
@@ -48,16 +44,6 @@ class LayerError:
     output: str
     error: float  # relative RMS error of its output
     added: float  # error minus the worst error of its inputs
-
-
-@dataclass(frozen=True)
-class FallbackStep:
-    """One attempt of :func:`fallback_search`."""
-
-    keep_float: tuple[str, ...]
-    path: Path
-    accepted: bool
-    detail: object = None  # what the gate returned
 
 
 def _interpreter(path: Path):
@@ -132,48 +118,3 @@ def _op_input_names(path: str | Path) -> dict[int, list[str]]:
     model = _read(Path(path).read_bytes())
     sg = model.subgraphs[0]
     return {i: [_name(sg.tensors[t]) for t in op.inputs if t >= 0] for i, op in enumerate(sg.operators)}
-
-
-def fallback_search(rank: Callable[[Path], Sequence[LayerError]], first: Path,
-                    quantize: Callable[[tuple[str, ...]], Path], accept: Callable[[Path], tuple[bool, object]], *,
-                    total_ops: int, max_fraction: float = MAX_FLOAT_FRACTION, max_rounds: int = MAX_ROUNDS
-                    ) -> list[FallbackStep]:
-    """Keep more and more of the worst operators in float until ``accept`` says yes.
-
-    Each round ranks the *current* variant again (:func:`rank_layers` through ``rank``): once an
-    operator is float, the damage shows up at the next quantised operator downstream (e.g. the
-    concatenation after a float sigmoid requantises its output again), which the fresh ranking
-    then names. Rounds add 1, 2, 4 … operators.
-
-    Args:
-        rank: ranks the operators of a quantised file, worst first.
-        first: the all-int8 variant that failed its gate.
-        quantize: makes the variant with the given operator outputs kept in float; returns its path.
-        accept: the gate; returns ``(passed, detail)``.
-        total_ops: operator count of the model (for the limit).
-        max_fraction: give up beyond this fraction of operators in float.
-        max_rounds: give up after this many re-quantisations.
-
-    Returns:
-        Every attempt in order; the last one is accepted unless a limit was reached.
-    """
-    limit = max(1, int(total_ops * max_fraction))
-    steps: list[FallbackStep] = []
-    keep: list[str] = []
-    current, step = Path(first), 1
-    for _ in range(max_rounds):
-        fresh = [r.output for r in rank(current) if r.output not in keep and r.added > 0]
-        if not fresh:
-            break
-        add = fresh[:min(step, limit - len(keep))]
-        if not add:
-            break
-        keep += add
-        current = quantize(tuple(keep))
-        ok, detail = accept(current)
-        steps.append(FallbackStep(tuple(keep), current, ok, detail))
-        log.info("fallback: %d layer(s) in float -> %s", len(keep), "accepted" if ok else "rejected")
-        if ok or len(keep) >= limit:
-            break
-        step *= 2
-    return steps
