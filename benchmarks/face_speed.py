@@ -19,7 +19,8 @@ Rows: ``DEFAULT`` is exactly ``create_pipeline()`` (what a user gets without opt
 last face, or whole when needed, then aligned, checked and embedded). The next row is the same
 pipeline searching every frame whole, as for a still image. Rows that
 need an opt-in say so; configurations that cannot ship by default are labelled in their own rows
-(a non-commercial model; an int8 SFace that fails the project's accuracy gate).
+(a non-commercial model; an int8 SFace converted without the build's gate — the one a release
+ships comes through ``--bundle``).
 
 Usage:
     .venv/bin/python benchmarks/face_speed.py [--reps 3] [--people 8] [--json OUT]
@@ -64,7 +65,7 @@ STAGES = ("detect", "align", "quality", "liveness", "embed")
 TARGET_FAR = 1e-3
 #: Labels of configurations a user cannot ship by default (each in its own row).
 NONCOMMERCIAL = " [NON-COMMERCIAL weights (MobileFaceNet): not shippable by default]"
-FAILS_GATE = " [FAILS the accuracy gate (int8 SFace): not shipped]"
+NOT_GATED = " [int8 SFace from `edge-export convert`: not through the build's gate]"
 
 
 def stream_frames(people: int, per_face: int, gap: int = 3) -> list[tuple[np.ndarray, int | None]]:
@@ -144,7 +145,7 @@ def edge_variants(liveness_dir: Path | None, int8_sface: Path | None = None) -> 
         ("edge yunet@320x240 + sface_fp32, tracked (FaceTracker)", dict(detect_size=fast), fast, True),
     ]
     if int8_sface is not None:
-        runs += [("edge yunet@320x240 + sface_int8_tflite, tracked" + FAILS_GATE,
+        runs += [("edge yunet@320x240 + sface_int8_tflite, tracked" + NOT_GATED,
                   dict(embedder=str(int8_sface), detect_size=fast), fast, True)]
     runs += [("edge yunet@320x240 + mobilefacenet_128d, tracked" + NONCOMMERCIAL,
               dict(embedder="mobilefacenet_128d", detect_size=fast), fast, True)]
@@ -184,9 +185,9 @@ def prepare_models(tmp: Path, liveness_dir: Path | None, want_liveness: bool):
 
 def build_int8_sface(tmp: Path, fast_sface: Path | None) -> Path | None:
     """SFace (PRelu-rewritten) → int8 TFLite through ``edge-export convert``, calibrated on the
-    aligned deepface faces (LFW, where accuracy is reported, is never used for a choice). It fails
-    the gate ``edge-export build`` applies (mean cosine with float ≥ 0.98 on LFW): its row is
-    labelled, never the default."""
+    aligned deepface faces (LFW, where accuracy is reported, is never used for a choice). It is not
+    the build's int8 (no grey calibration copies, no gate): its row is labelled; the int8 SFace a
+    release ships is measured through ``--bundle``."""
     if fast_sface is None:
         return None
     try:
