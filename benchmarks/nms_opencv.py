@@ -1,7 +1,8 @@
 """Class-aware NMS: the numpy version the project had against OpenCV's ``cv2.dnn.NMSBoxesBatched``.
 
 ``edge.vision.nms.batched_nms`` is OpenCV's since this comparison (identical kept boxes and order
-on every image, 6.5-10x faster); the numpy version it replaced is kept here as the reference.
+on every image; figures in benchmarks/README.md); the numpy version it replaced is kept here as
+the reference.
 
 Candidates are real: YOLOX-Nano (the registry card, onnxruntime) on the COCO images of
 ``../shared/data/coco128``, decoded by the project's decoder at a low and at the card's score
@@ -19,7 +20,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge import paths  # noqa: E402
+from edge.bench.timing import timed_calls  # noqa: E402
 from edge.detect.detector import MAX_NMS_CANDIDATES, create_detector  # noqa: E402
 from edge.imageio import load_image  # noqa: E402
 from edge.vision.nms import batched_nms as opencv_batched_nms  # noqa: E402
@@ -55,12 +56,8 @@ def candidates(images: list[Path], score: float):
 
 
 def timed(fn, repeats: int) -> float:
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs) * 1e6
+    """Median µs per call (the project's one timing loop)."""
+    return statistics.median(timed_calls(lambda _: fn(), 1, warmup=1, iters=repeats).samples_ms) * 1e3
 
 
 def main(argv=None) -> int:
