@@ -26,7 +26,7 @@ from typing import Iterator
 import msgspec
 import torch
 
-from edge.cards import DerivedFrom, InputSpec, ModelCard, OutputSpec, Source, load_card
+from edge.cards import DerivedFrom, ModelCard, Source, load_card
 from export.onnx.macs import file_macs
 from edge.registry import sha256_file
 
@@ -149,6 +149,30 @@ def onnx_io(model_path: str | Path) -> tuple[list[tuple[str, tuple]], list[tuple
     return ins, outs, opset
 
 
+def derived_card(template: ModelCard, path: str | Path, *, format: str, inputs, outputs, provenance: dict,
+                 description: str, **changes) -> ModelCard:
+    """The card of a file ``edge-export`` made from ``template``'s model (an ONNX export, a TFLite
+    variant): the file's own facts (name, sha256, size, MACs), the given I/O specs, provenance
+    naming the template, and a source note instead of the template's download address (the
+    registry must never try to "download" a derived file from its source's address).
+
+    ``provenance`` fields are set over the template's; ``description`` is appended to the
+    template's; ``changes`` override card fields last.
+    """
+    p = Path(path)
+    prov = msgspec.structs.replace(template.provenance, **{
+        "derived_from": DerivedFrom(name=template.name, sha256=template.sha256), **provenance})
+    upstream = template.source.url or template.source.pypi or template.source.homepage
+    source = Source(homepage=template.source.homepage,
+                    note=f"derived by edge-export from {template.name} (sha256 {template.sha256[:16]}…"
+                         f"{f', upstream {upstream}' if upstream else ''}); rebuild it with edge-export")
+    fields = dict(name=p.stem, format=format, file=p.name, sha256=sha256_file(p), size=p.stat().st_size,
+                  inputs=inputs, outputs=outputs, provenance=prov, source=source, macs=file_macs(p),
+                  description=f"{template.description} {description}".strip())
+    fields.update(changes)
+    return dataclasses.replace(template, **fields)
+
+
 def write_card(card_template: ModelCard | str | Path, model_path: str | Path, out_card_path: str | Path,
                **changes) -> Path:
     """Write the edge model card of an exported ONNX file, derived from its source's card.
@@ -189,19 +213,10 @@ def write_card(card_template: ModelCard | str | Path, model_path: str | Path, ou
                    for spec, (n, s) in zip(tpl.inputs, ins))
     outputs = tuple(dataclasses.replace(spec, name=n, shape=s, meaning=spec.meaning or n)
                     for spec, (n, s) in zip(tpl.outputs, outs))
-    provenance = msgspec.structs.replace(tpl.provenance, **{
-        "derived_from": DerivedFrom(name=tpl.name, sha256=tpl.sha256), "converter": f"torch.onnx {torch.__version__}",
-        "opset": opset, **changes.pop("provenance", {})})
-    # The upstream URL/wheel point at the float source, not at this file: keep them only as a note,
-    # so the registry never tries to "download" the derived file from the source's address.
-    source = Source(homepage=tpl.source.homepage,
-                    note=f"derived by edge-export from {tpl.name} (sha256 {tpl.sha256[:16]}…, "
-                         f"upstream {tpl.source.url or tpl.source.pypi or tpl.source.homepage}); rebuild it with edge-export")
-    fields = dict(name=mp.stem, format="onnx", file=mp.name, sha256=sha256_file(mp), size=mp.stat().st_size,
-                  inputs=inputs, outputs=outputs, provenance=provenance, source=source, macs=file_macs(mp),
-                  description=f"{tpl.description} Exported to ONNX (opset {opset}) from {tpl.name}.".strip())
-    fields.update(changes)
-    card = dataclasses.replace(tpl, **fields)
+    card = derived_card(tpl, mp, format="onnx", inputs=inputs, outputs=outputs,
+                        provenance={"converter": f"torch.onnx {torch.__version__}", "opset": opset,
+                                    **changes.pop("provenance", {})},
+                        description=f"Exported to ONNX (opset {opset}) from {tpl.name}.", **changes)
     cp.parent.mkdir(parents=True, exist_ok=True)
     tmp = cp.with_name(f".{cp.name}.tmp")
     tmp.write_text(card.to_json(), encoding="utf-8")

@@ -388,12 +388,9 @@ def tflite_card(template, tflite_path: str | Path, key: str, **changes):
     """
     import dataclasses
 
-    import msgspec
-
-    from edge.cards import DerivedFrom, OutputSpec, Quantization, Source
-    from export.onnx.macs import file_macs
+    from edge.cards import OutputSpec, Quantization
     from edge.engines import load_engine
-    from edge.registry import sha256_file
+    from export.onnx.from_torch import derived_card
 
     p = Path(tflite_path)
     with load_engine(p, backend="litert", threads=1) as eng:
@@ -410,14 +407,7 @@ def tflite_card(template, tflite_path: str | Path, key: str, **changes):
     outputs = tuple(dataclasses.replace(s, name=t.name, shape=tuple(t.shape), quantization=quant(t))
                     if isinstance(s, OutputSpec) else s for s, t in zip(template.outputs, outs))
     target = get_target(key)
-    provenance = msgspec.structs.replace(template.provenance, **{
-        "derived_from": DerivedFrom(name=template.name, sha256=template.sha256), "variant": key,
-        "io_dtype": target.io_dtype, "converter": converter_versions(), **changes.pop("provenance", {})})
-    source = Source(homepage=template.source.homepage,
-                    note=f"derived by edge-export from {template.name} (sha256 {template.sha256[:16]}…); "
-                         f"rebuild it with edge-export")
-    fields = dict(name=p.stem, format="tflite", file=p.name, sha256=sha256_file(p), size=p.stat().st_size,
-                  inputs=inputs, outputs=outputs, provenance=provenance, source=source, macs=file_macs(p),
-                  description=f"{template.description} {target.description} (from {template.name}).".strip())
-    fields.update(changes)
-    return dataclasses.replace(template, **fields)
+    return derived_card(template, p, format="tflite", inputs=inputs, outputs=outputs,
+                        provenance={"variant": key, "io_dtype": target.io_dtype, "converter": converter_versions(),
+                                    **changes.pop("provenance", {})},
+                        description=f"{target.description} (from {template.name}).", **changes)
