@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edge.digest import sha256_file
 from edge.errors import EdgeError
 from edge.release import device_path
 from edge.release_store import ReleaseStore
@@ -128,7 +129,7 @@ class _Flash:
             if not src.exists():
                 raise FileNotFoundError(f"bundle not found: {src}")
             checked = bool(self.opts.sha256 and src.is_file())
-            if checked and _sha256(src) != self.opts.sha256.lower():
+            if checked and sha256_file(src) != self.opts.sha256.lower():
                 raise EdgeError(f"{src}: sha256 differs from --sha256 (incomplete or altered copy)")
             size = src.stat().st_size if src.is_file() else 0
             self.step("receive", True, f"{src}" + (f", {size / 1e6:.1f} MB, sha256 checked" if checked else ""), t)
@@ -518,14 +519,6 @@ def _last_json(text: str) -> dict | None:
 def _tail(text: str | None, n: int = 300) -> str:
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else "")[-n:]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _utc() -> str:

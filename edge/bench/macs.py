@@ -14,7 +14,9 @@ class MacCount:
         by_precision: MACs per compute precision (``fp32`` / ``fp16`` / ``int8``).
         by_op: MACs per op type.
         uncounted: ops that should carry MACs but whose shapes could not be resolved.
-        source: ``"onnx-graph"``, ``"tflite-ops"`` or ``"card"``.
+        source: ``"card"`` (counted at export time), ``"card-scaled"`` (the card's figure scaled
+            to another input size), ``"tflite-ops"``, ``"onnx-stated-shapes"`` (a bare ONNX file:
+            a lower bound); ``"onnx-graph"`` in reports made before MAC counts moved to the cards.
     """
 
     total: int

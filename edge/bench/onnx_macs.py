@@ -44,17 +44,17 @@ def count_stated_onnx_macs(path: str | Path) -> MacCount:
     except ValueError as e:
         raise ModelFormatError(f"{p}: not a readable ONNX model ({e})") from e
     inputs = set(g.inputs)
+    producers = {o: n for n in g.nodes for o in n.outputs}
 
     def shape(name: str):
         info = g.initializers.get(name) or g.stated.get(name)
         if info is None or info.shape is None:
             return None
         dims = list(info.shape)
-        if dims and dims[0] is None and name in inputs | {o for n in g.nodes for o in n.outputs}:
+        if dims and dims[0] is None and (name in inputs or name in producers):
             dims[0] = 1  # a symbolic batch counts one sample
         return None if any(d is None for d in dims) else dims
 
-    producers = {o: n for n in g.nodes for o in n.outputs}
     total, by_precision, by_op, uncounted = 0, {}, {}, []
     for n in g.nodes:
         if n.op_type not in MAC_OPS or n.domain not in ("", "ai.onnx"):
@@ -62,15 +62,7 @@ def count_stated_onnx_macs(path: str | Path) -> MacCount:
         x_i, w_i = MAC_OPS[n.op_type]
         w = shape(n.inputs[w_i]) if n.inputs[w_i] in g.initializers else None
         x, out = shape(n.inputs[x_i]), shape(n.outputs[0])
-        macs = None
-        if w is not None and n.op_type == "ConvTranspose" and x is not None:
-            macs = int(np.prod(x)) * int(np.prod(w[1:]))
-        elif w is not None and out is not None and n.op_type in ("Conv", "ConvInteger", "QLinearConv"):
-            macs = int(np.prod(out)) * int(np.prod(w[1:]))
-        elif w is not None and out is not None and n.op_type == "Gemm":
-            macs = int(np.prod(out)) * (w[1] if n.attrs.get("transB", 0) else w[0])
-        elif w is not None and out is not None and n.op_type != "ConvTranspose":
-            macs = int(np.prod(out)) * w[-2] if len(w) >= 2 else None
+        macs = _node_macs(n.op_type, n.attrs, x, w, out)
         if macs is None:
             uncounted.append(f"{n.op_type}:{n.name or n.outputs[0]}")
             continue
@@ -84,3 +76,18 @@ def count_stated_onnx_macs(path: str | Path) -> MacCount:
         by_precision[prec] = by_precision.get(prec, 0) + macs
         by_op[n.op_type] = by_op.get(n.op_type, 0) + macs
     return MacCount(total, by_precision, by_op, tuple(uncounted), "onnx-stated-shapes")
+
+
+def _node_macs(op: str, attrs: dict, x, w, out) -> int | None:
+    """MACs of one node from its data, weight and output shapes (``None``: a shape is missing)."""
+    if w is None:
+        return None
+    if op == "ConvTranspose":
+        return int(np.prod(x)) * int(np.prod(w[1:])) if x is not None else None
+    if out is None:
+        return None
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        return int(np.prod(out)) * int(np.prod(w[1:]))
+    if op == "Gemm":
+        return int(np.prod(out)) * (w[1] if attrs.get("transB", 0) else w[0])
+    return int(np.prod(out)) * w[-2] if len(w) >= 2 else None

@@ -338,10 +338,9 @@ def create_pipeline(*, detector: str = "yunet", embedder: str = "sface_2021dec_f
         from edge.face.embedder import optimized_card
 
         emb_src = optimized_card(str(embedder)) or emb_src
-    det_name = detector
-    if detector == "yunet":
-        det_name = "yunet_dynamic"  # at the reduced size, rather than letterboxed into 640×640
-    fit_size = DEFAULT_FIT_SIZE if detector == "yunet" and detect_size is None else None
+    det_name, fit_size = detector, None
+    if detector == "yunet":  # the dynamic graph: at detect_size, else fitted as the 640×640 graph (no padding)
+        det_name, fit_size = "yunet_dynamic", (DEFAULT_FIT_SIZE if detect_size is None else None)
     det = create_face_detector(det_name, engine_options=eng)
     try:
         emb = create_embedder(emb_src, backend=backend, engine_options=eng)

@@ -70,8 +70,8 @@ class FaceTracker:
         self.redetect_every = int(redetect_every)
         self.change_level = float(change_level)
         det = getattr(pipeline, "detector", None)
-        # a detector that fits frames itself would enlarge a region to its own size
-        self.uses_regions = not (getattr(det, "fixed_input", False) or getattr(det, "fit_size", None) is not None)
+        # a fixed-size graph would enlarge a region to its own size
+        self.uses_regions = not getattr(det, "fixed_input", False)
         self._box: np.ndarray | None = None
         self._blocks: np.ndarray | None = None
         self._since_full = 0

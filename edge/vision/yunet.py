@@ -97,10 +97,6 @@ class YuNetDetector(FaceDetector):
         top_k: candidates kept before NMS.
         input_size: ``(width, height)`` to letterbox into, for a dynamic model (rounded up to a
             multiple of 32); ``None`` runs at the image's own size. Must match a fixed model.
-        fit_size: for a dynamic model: resize the image as the fixed ``fit_size`` graph does
-            (aspect kept, bilinear, to fit), but pad only to a multiple of 32 — the fixed graph's
-            detections without the work on its padding (a 640×480 image in the 640×640 graph
-            carries 160 empty rows).
         owns_engine: close the engine with the detector.
 
     Example:
@@ -113,7 +109,7 @@ class YuNetDetector(FaceDetector):
 
     def __init__(self, engine, *, score_threshold: float = YUNET_SCORE_THRESHOLD,
                  nms_threshold: float = YUNET_NMS_THRESHOLD, top_k: int = YUNET_TOP_K,
-                 input_size: tuple[int, int] | None = None, fit_size: tuple[int, int] | None = None,
+                 input_size: tuple[int, int] | None = None,
                  owns_engine: bool = False) -> None:
         super().__init__(engine, owns_engine=owns_engine)
         self.score_threshold = float(score_threshold)
@@ -132,22 +128,12 @@ class YuNetDetector(FaceDetector):
         else:
             self.input_size = None if input_size is None else (_round_up(input_size[0]), _round_up(input_size[1]))
         self.fixed_input = fixed is not None
-        if fit_size is not None and (self.fixed_input or input_size is not None):
-            raise ValueError("fit_size is for a dynamic YuNet model without input_size")
-        self.fit_size = None if fit_size is None else (int(fit_size[0]), int(fit_size[1]))
 
     def preprocess(self, image_bgr: np.ndarray):
         """Return ``(tensor [1,3,H,W] float32, scale, (pad_x, pad_y))``."""
         img = check_bgr_image(image_bgr)
         h, w = img.shape[:2]
-        if self.fit_size is not None:  # the fixed graph's resize, without its padding
-            scale = min(self.fit_size[0] / w, self.fit_size[1] / h)
-            nw, nh = min(self.fit_size[0], max(1, round(w * scale))), min(self.fit_size[1], max(1, round(h * scale)))
-            if (nw, nh) != (w, h):
-                img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            h, w = nh, nw
-        else:
-            scale = 1.0
+        scale = 1.0
         target = self.input_size or (_round_up(w), _round_up(h))
         if self.input_size is None:  # pad bottom/right with zeros only, like FaceDetectorYN
             pad = (0, 0)
