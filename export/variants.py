@@ -33,7 +33,7 @@ from export.onnx.from_torch import ExportError
 log = logging.getLogger(__name__)
 
 __all__ = ["Precision", "Format", "Scheme", "Tolerance", "Target", "Agreement", "StepResult",
-           "ExportStepError", "export_formats", "get_target", "targets", "target_for_file",
+           "ExportStepError", "UserInputError", "export_formats", "get_target", "targets", "target_for_file",
            "check_agreement", "check_outputs", "export_step"]
 
 
@@ -190,6 +190,10 @@ def target_for_file(path: str | Path) -> Target:
         raise ValueError(f"{name}: no export target has a matching suffix "
                          f"(known: {', '.join(t.suffix for t in _TABLE)})")
     return hits[0]
+
+
+class UserInputError(ValueError):
+    """A user source or data set that cannot be used, naming the option/field and what was expected."""
 
 
 class ExportStepError(ExportError):

@@ -351,7 +351,6 @@ class ModelBuild:
         self.say(f"{failed.key} failed its gate ({'; '.join(failed.gate.failures)}); ranking layers by "
                  "quantisation error")
         samples = [reader.feeds(i) for i in range(min(len(reader), 8))]
-        results: dict[Path, object] = {}
         rankings: dict[str, object] = {}
 
         def rank(path: Path, kept: frozenset) -> list[str]:
@@ -373,12 +372,11 @@ class ModelBuild:
                 from export.gates.base import GateResult
 
                 res = GateResult(self.source.role, path.name, {}, False, (f"could not be evaluated: {e}",))
-            results[path] = res
             return res.passed, res
 
         steps = grow_float_set(rank, quantize, accept, first=failed.path, total=len(list_ops(fp32)), say=self.say)
         log_rows = [{"kept_float": len(s.keep_float), "file": s.path.name, "passed": s.accepted,
-                     "size": s.path.stat().st_size, "failures": list(results[s.path].failures)} for s in steps]
+                     "size": s.path.stat().st_size, "failures": list(s.detail.failures)} for s in steps]
         for row, s in zip(log_rows, steps):
             row["layers"] = [{"output": n[:120], "op": rankings[n].op, "index": rankings[n].index,
                               "added_error": round(rankings[n].added, 4)} for n in s.keep_float if n in rankings]
@@ -386,7 +384,7 @@ class ModelBuild:
             return None, log_rows
         s = steps[-1]
         card = tflite_card(self.card, s.path, failed.key, provenance={"kept_float": len(s.keep_float)})
-        rep = VariantReport(failed.key, s.path, s.path.stat().st_size, 0.0, failed.agreement, results[s.path],
+        rep = VariantReport(failed.key, s.path, s.path.stat().st_size, 0.0, failed.agreement, s.detail,
                             keep_float=s.keep_float, note=f"{len(s.keep_float)} layer(s) kept in float", card=card)
         return rep, log_rows
 

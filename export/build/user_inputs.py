@@ -51,6 +51,7 @@ from pathlib import Path
 from edge import paths
 from export.gates.roles import Role, RoleData
 from export.quant.calibration import CalibrationError, list_images, split_three
+from export.variants import UserInputError
 
 __all__ = ["UserInputs", "UserInputError", "parse_role_paths", "load_build_file", "user_role_data",
            "prepare_user_source", "USER_ROLES", "coco_json_to_yolo"]
@@ -59,10 +60,6 @@ __all__ = ["UserInputs", "UserInputError", "parse_role_paths", "load_build_file"
 USER_ROLES = ("classifier", "detector", "face_embedder")
 _BUILD_KEYS = {"profile", "out", "key", "only", "formats", "imgsz", "max_calibration", "source", "data", "calibration",
                "accept_licence", "embedder", "board_timings"}
-
-
-class UserInputError(ValueError):
-    """A user source or data set that cannot be used, naming the option/field and what was expected."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.imageio import IMAGE_SUFFIXES
+from export.variants import UserInputError
 
 __all__ = ["FacePairs", "read_face_pairs", "split_face_pairs", "PAIR_COLUMNS", "PERSON_COLUMNS"]
 
@@ -37,12 +38,6 @@ PAIR_COLUMNS = ("file_a", "file_b", "same")
 PERSON_COLUMNS = ("person_a", "person_b")
 _TRUE = {"1", "true", "yes", "same"}
 _FALSE = {"0", "false", "no", "different"}
-
-
-def _error(msg: str) -> Exception:
-    from export.build.user_inputs import UserInputError
-
-    return UserInputError(msg)
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ class FacePairs:
 def _from_folder(root: Path) -> FacePairs:
     files = sorted(p for p in root.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise _error(f"--data face_embedder={root}: expected a pairs CSV (columns {','.join(PAIR_COLUMNS)}) or a "
+        raise UserInputError(f"--data face_embedder={root}: expected a pairs CSV (columns {','.join(PAIR_COLUMNS)}) or a "
                      "folder of person folders (<person>/<image>); found no <person>/<image> file")
     return FacePairs(root, {p: p.parent.name for p in files}, None)
 
@@ -78,7 +73,7 @@ def _same(value: str | None, where: str) -> bool:
         return True
     if v in _FALSE:
         return False
-    raise _error(f"{where}: field 'same' must be 1/0, true/false, yes/no or same/different, got {value!r}")
+    raise UserInputError(f"{where}: field 'same' must be 1/0, true/false, yes/no or same/different, got {value!r}")
 
 
 def _from_csv(csv_path: Path) -> FacePairs:
@@ -89,22 +84,22 @@ def _from_csv(csv_path: Path) -> FacePairs:
             cols = [c.strip() for c in reader.fieldnames or ()]
             unknown = [c for c in cols if c not in PAIR_COLUMNS + PERSON_COLUMNS]
             if unknown:
-                raise _error(f"{csv_path}:1: unknown column {unknown[0]!r} (expected {','.join(PAIR_COLUMNS)} "
+                raise UserInputError(f"{csv_path}:1: unknown column {unknown[0]!r} (expected {','.join(PAIR_COLUMNS)} "
                              f"and optionally {','.join(PERSON_COLUMNS)})")
             missing = [c for c in PAIR_COLUMNS if c not in cols]
             if missing:
-                raise _error(f"{csv_path}:1: missing column {missing[0]!r} (the header must hold "
+                raise UserInputError(f"{csv_path}:1: missing column {missing[0]!r} (the header must hold "
                              f"{','.join(PAIR_COLUMNS)}; got {','.join(cols) or 'nothing'})")
             has_person = [c for c in PERSON_COLUMNS if c in cols]
             if len(has_person) == 1:
-                raise _error(f"{csv_path}:1: column {has_person[0]!r} without its partner (give both "
+                raise UserInputError(f"{csv_path}:1: column {has_person[0]!r} without its partner (give both "
                              f"{' and '.join(PERSON_COLUMNS)}, or neither)")
             rows = [(n, {(k or "").strip(): (v or "").strip() for k, v in r.items() if k is not None})
                     for n, r in enumerate(reader, start=2)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise _error(f"--data face_embedder={csv_path}: cannot read the pairs CSV ({e})") from e
+        raise UserInputError(f"--data face_embedder={csv_path}: cannot read the pairs CSV ({e})") from e
     if not rows:
-        raise _error(f"{csv_path}: no pairs (expected rows of {','.join(PAIR_COLUMNS)})")
+        raise UserInputError(f"{csv_path}: no pairs (expected rows of {','.join(PAIR_COLUMNS)})")
     pairs = []
     person: dict[Path, str] = {}
     named_at: dict[Path, str] = {}
@@ -114,32 +109,32 @@ def _from_csv(csv_path: Path) -> FacePairs:
         for side in ("a", "b"):
             name = r.get(f"file_{side}", "")
             if not name:
-                raise _error(f"{where}: field 'file_{side}' is empty (an image path relative to {base})")
+                raise UserInputError(f"{where}: field 'file_{side}' is empty (an image path relative to {base})")
             p = (base / name).resolve()
             if not p.is_file():
-                raise _error(f"{where}: field 'file_{side}': image {name!r} not found ({p})")
+                raise UserInputError(f"{where}: field 'file_{side}': image {name!r} not found ({p})")
             ab.append(p)
         same = _same(r.get("same"), where)
         if ab[0] == ab[1]:
-            raise _error(f"{where}: file_a and file_b are the same image {r['file_a']!r}")
+            raise UserInputError(f"{where}: file_a and file_b are the same image {r['file_a']!r}")
         if has_person:
             for side, p in zip(("a", "b"), ab):
                 who = r.get(f"person_{side}", "")
                 if not who:
-                    raise _error(f"{where}: field 'person_{side}' is empty")
+                    raise UserInputError(f"{where}: field 'person_{side}' is empty")
                 if person.setdefault(p, who) != who:
-                    raise _error(f"{where}: field 'person_{side}': image {p.name} is {who!r} here but "
+                    raise UserInputError(f"{where}: field 'person_{side}': image {p.name} is {who!r} here but "
                                  f"{person[p]!r} at {named_at[p]}")
                 named_at.setdefault(p, where)
             if same != (person[ab[0]] == person[ab[1]]):
-                raise _error(f"{where}: field 'same' is {r['same']!r} but person_a {person[ab[0]]!r} and person_b "
+                raise UserInputError(f"{where}: field 'same' is {r['same']!r} but person_a {person[ab[0]]!r} and person_b "
                              f"{person[ab[1]]!r} are {'different people' if same else 'the same person'}")
         pairs.append((ab[0], ab[1], same, where))
     if not has_person:
         person = _people_from_genuine_pairs(pairs, base)
         for a, b, same, where in pairs:
             if not same and person[a] == person[b]:
-                raise _error(f"{where}: an impostor pair (same=0) of two images that genuine pairs of this CSV join "
+                raise UserInputError(f"{where}: an impostor pair (same=0) of two images that genuine pairs of this CSV join "
                              f"into one person ({person[a]}); fix the row or give person_a,person_b")
     return FacePairs(csv_path, person, tuple(pairs))
 
@@ -181,7 +176,7 @@ def read_face_pairs(path: str | Path) -> FacePairs:
     if p.is_dir():
         return _from_folder(p)
     if p.suffix.lower() != ".csv":
-        raise _error(f"--data face_embedder={p}: expected a pairs CSV (.csv, columns {','.join(PAIR_COLUMNS)}) or a "
+        raise UserInputError(f"--data face_embedder={p}: expected a pairs CSV (.csv, columns {','.join(PAIR_COLUMNS)}) or a "
                      "folder of person folders")
     return _from_csv(p)
 
@@ -217,7 +212,7 @@ def split_face_pairs(fp: FacePairs) -> FaceSplits:
     try:
         s3 = split_three(fp.files, key=lambda p: person[p])
     except ValueError as e:
-        raise _error(f"--data face_embedder={fp.source}: {len(set(person.values()))} people cannot be split by person "
+        raise UserInputError(f"--data face_embedder={fp.source}: {len(set(person.values()))} people cannot be split by person "
                      f"into calibration / selection / report ({e}); give more people") from None
     side = {p: name for name in ("calibration", "selection", "report") for p in getattr(s3, name)}
     if fp.pairs is None:
@@ -230,7 +225,7 @@ def split_face_pairs(fp: FacePairs) -> FaceSplits:
     for name in ("selection", "report"):
         genuine, impostor = out.counts(name)
         if not genuine or not impostor:
-            raise _error(f"--data face_embedder={fp.source}: the {name} split ({out.people[name]} people) has "
+            raise UserInputError(f"--data face_embedder={fp.source}: the {name} split ({out.people[name]} people) has "
                          f"{genuine} genuine and {impostor} impostor pair(s); each of selection and report needs "
                          "both (pairs between people of different splits are dropped): give more people and pairs")
     return out

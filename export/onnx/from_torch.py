@@ -149,26 +149,28 @@ def onnx_io(model_path: str | Path) -> tuple[list[tuple[str, tuple]], list[tuple
     return ins, outs, opset
 
 
-def derived_card(template: ModelCard, path: str | Path, *, format: str, inputs, outputs, provenance: dict,
-                 description: str, **changes) -> ModelCard:
+def derived_card(template: ModelCard, path: str | Path, *, format: str, inputs, outputs, made_by: dict,
+                 describe: str, **changes) -> ModelCard:
     """The card of a file ``edge-export`` made from ``template``'s model (an ONNX export, a TFLite
     variant): the file's own facts (name, sha256, size, MACs), the given I/O specs, provenance
     naming the template, and a source note instead of the template's download address (the
     registry must never try to "download" a derived file from its source's address).
 
-    ``provenance`` fields are set over the template's; ``description`` is appended to the
-    template's; ``changes`` override card fields last.
+    ``made_by`` (provenance fields: converter, variant …) is set over the template's provenance,
+    and a ``provenance`` dict in ``changes`` over that; ``describe`` is appended to the template's
+    description; other ``changes`` override card fields last.
     """
     p = Path(path)
     prov = msgspec.structs.replace(template.provenance, **{
-        "derived_from": DerivedFrom(name=template.name, sha256=template.sha256), **provenance})
+        "derived_from": DerivedFrom(name=template.name, sha256=template.sha256), **made_by,
+        **changes.pop("provenance", {})})
     upstream = template.source.url or template.source.pypi or template.source.homepage
     source = Source(homepage=template.source.homepage,
                     note=f"derived by edge-export from {template.name} (sha256 {template.sha256[:16]}…"
                          f"{f', upstream {upstream}' if upstream else ''}); rebuild it with edge-export")
     fields = dict(name=p.stem, format=format, file=p.name, sha256=sha256_file(p), size=p.stat().st_size,
                   inputs=inputs, outputs=outputs, provenance=prov, source=source, macs=file_macs(p),
-                  description=f"{template.description} {description}".strip())
+                  description=f"{template.description} {describe}".strip())
     fields.update(changes)
     return dataclasses.replace(template, **fields)
 
@@ -214,9 +216,8 @@ def write_card(card_template: ModelCard | str | Path, model_path: str | Path, ou
     outputs = tuple(dataclasses.replace(spec, name=n, shape=s, meaning=spec.meaning or n)
                     for spec, (n, s) in zip(tpl.outputs, outs))
     card = derived_card(tpl, mp, format="onnx", inputs=inputs, outputs=outputs,
-                        provenance={"converter": f"torch.onnx {torch.__version__}", "opset": opset,
-                                    **changes.pop("provenance", {})},
-                        description=f"Exported to ONNX (opset {opset}) from {tpl.name}.", **changes)
+                        made_by={"converter": f"torch.onnx {torch.__version__}", "opset": opset},
+                        describe=f"Exported to ONNX (opset {opset}) from {tpl.name}.", **changes)
     cp.parent.mkdir(parents=True, exist_ok=True)
     tmp = cp.with_name(f".{cp.name}.tmp")
     tmp.write_text(card.to_json(), encoding="utf-8")

@@ -369,15 +369,11 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
         methods = fallback.methods or (options.calibration,)
         best: Attempt | None = None
         for m in methods:
-            opts = dataclasses.replace(options, calibration=m,
-                                       percentile=options.percentile if m is CalibrationMethod.PERCENTILE else None)
-            a = attempt(f"all-int8-{m.value}", opts)
+            a = attempt(f"all-int8-{m.value}", _with_method(options, m))
             if best is None or (a.gate.passed, score(a.gate.metrics)) > (best.gate.passed, score(best.gate.metrics)):
                 best = a
         assert best is not None
-        base = dataclasses.replace(options, calibration=best.calibration,
-                                   percentile=options.percentile if best.calibration is CalibrationMethod.PERCENTILE
-                                   else None)
+        base = _with_method(options, best.calibration)
         qset = set(quantisable)
 
         def rank(current: Attempt, kept: frozenset) -> list[str]:
@@ -390,7 +386,7 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
             members = _island(node, feeders, consumers, set(kept)) if fallback.expand_inputs else [node]
             return [g for g in members if g in qset]
 
-        if not best.gate.passed and fallback.max_rounds:
+        if not best.gate.passed:
             grow_float_set(rank, lambda keep, rnd: attempt(f"round{rnd}", dataclasses.replace(base, nodes_to_exclude=keep)),
                            lambda a: (a.gate.passed, a.gate), first=best, total=len(quantisable),
                            max_fraction=fallback.max_float_fraction, max_rounds=fallback.max_rounds,
@@ -411,12 +407,15 @@ def quantize_with_fallback(src: str | Path, dst: str | Path, reader: FeedReader,
         os.replace(tmp_dst, dst)
         final = dataclasses.replace(chosen, path=dst)
         attempts = [final if a is chosen else dataclasses.replace(a, path=None) for a in attempts]
-    chosen_opts = dataclasses.replace(base if chosen.label.startswith("round") else options,
-                                      calibration=chosen.calibration,
-                                      percentile=options.percentile if chosen.calibration is CalibrationMethod.PERCENTILE
-                                      else None, nodes_to_exclude=chosen.float_nodes)
+    chosen_opts = dataclasses.replace(_with_method(options, chosen.calibration), nodes_to_exclude=chosen.float_nodes)
     return FallbackResult(dst, bool(passing), final, tuple(attempts), src.stat().st_size, float_lat, chosen_opts,
                           reason, tuple(ranking[:20]))
+
+
+def _with_method(options: QuantOptions, method: CalibrationMethod) -> QuantOptions:
+    """``options`` calibrated by ``method`` (a percentile only goes with the percentile method)."""
+    return dataclasses.replace(options, calibration=method,
+                               percentile=options.percentile if method is CalibrationMethod.PERCENTILE else None)
 
 
 def _brief(metrics: dict) -> str:

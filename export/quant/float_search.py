@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FallbackStep", "grow_float_set", "MAX_FLOAT_FRACTION", "MAX_ROUNDS"]
 
+#: Defaults (the TFLite fallback's limits; the ONNX fallback passes its own FallbackOptions).
 #: At most this fraction of the layers may be kept in float before the search gives up.
 MAX_FLOAT_FRACTION = 0.25
 #: Re-quantisations before the search gives up.

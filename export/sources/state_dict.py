@@ -35,6 +35,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from export.variants import UserInputError
+
 __all__ = ["NETS", "split_net_spec", "is_state_dict_source", "export_state_dict_onnx", "load_state",
            "detect_net", "STATE_DICT_SUFFIXES"]
 
@@ -63,12 +65,6 @@ NETS: dict[str, Net] = {
 }
 
 
-def _error(msg: str) -> Exception:
-    from export.build.user_inputs import UserInputError
-
-    return UserInputError(msg)
-
-
 def split_net_spec(value: str | Path) -> tuple[str | None, Path]:
     """``"mobilenet_v2:w.pth"`` → ``("mobilenet_v2", Path("w.pth"))``; anything else → ``(None, Path(value))``."""
     text = str(value)
@@ -95,13 +91,13 @@ def load_state(path: Path, option: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many unrelated types for a bad file
-        raise _error(f"{option}: {path} cannot be read as a PyTorch state dict ({type(e).__name__}: "
+        raise UserInputError(f"{option}: {path} cannot be read as a PyTorch state dict ({type(e).__name__}: "
                      f"{str(e).splitlines()[0][:200]})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise _error(f"{option}: {path} holds a {type(obj).__name__}, not a state dict (name → tensor)")
+        raise UserInputError(f"{option}: {path} holds a {type(obj).__name__}, not a state dict (name → tensor)")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
@@ -124,7 +120,7 @@ def detect_net(state: dict, path: Path, option: str) -> str:
 
 
 def _unknown(path: Path, option: str) -> str:
-    raise _error(f"{option}: {path}: the state dict's keys are not those of a known network "
+    raise UserInputError(f"{option}: {path}: the state dict's keys are not those of a known network "
                  f"({', '.join(NETS)}); name the network as NET:{path.name} if it is one of them")
 
 
@@ -142,7 +138,7 @@ def _build(net: str, state: dict, num_classes: int):
     try:
         spec = spec_from_state_dict(state)
     except ValueError as e:
-        raise _error(str(e)) from None
+        raise UserInputError(str(e)) from None
     return MiniFASNet(spec, num_classes)
 
 
@@ -151,13 +147,13 @@ def _fit(model, state: dict, path: Path, net: str, option: str):
     want = model.state_dict()
     for k, v in want.items():
         if k not in state:
-            raise _error(f"{option}: {path} does not fit {net}: missing key {k!r} (shape {tuple(v.shape)})")
+            raise UserInputError(f"{option}: {path} does not fit {net}: missing key {k!r} (shape {tuple(v.shape)})")
         if tuple(state[k].shape) != tuple(v.shape):
-            raise _error(f"{option}: {path} does not fit {net}: key {k!r} has shape {tuple(state[k].shape)}, "
+            raise UserInputError(f"{option}: {path} does not fit {net}: key {k!r} has shape {tuple(state[k].shape)}, "
                          f"{net} expects {tuple(v.shape)}")
     extra = [k for k in state if k not in want]
     if extra:
-        raise _error(f"{option}: {path} does not fit {net}: unexpected key {extra[0]!r} "
+        raise UserInputError(f"{option}: {path} does not fit {net}: unexpected key {extra[0]!r} "
                      f"({len(extra)} key(s) {net} does not have)")
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -167,7 +163,7 @@ def _crop_scale(path: Path, option: str) -> float:
     m = re.search(r"scale(\d+(?:\.\d+)?)", path.name) or re.match(r"(\d+(?:\.\d+)?)_\d+x\d+_", path.name) \
         or re.match(r"(\d+)_\d+_\d+_\d+x\d+_", path.name)
     if m is None:
-        raise _error(f"{option}: {path}: a MiniFASNet's face crop scale is read from its file name, as upstream "
+        raise UserInputError(f"{option}: {path}: a MiniFASNet's face crop scale is read from its file name, as upstream "
                      "names it (2.7_80x80_MiniFASNetV2.pth or …scale2.7…); rename the file")
     return float(m.group(1))
 
@@ -178,7 +174,7 @@ def _labels(path: Path, num_classes: int, data_classes: list[str] | None, option
         if side.is_file():
             names = [ln.strip() for ln in side.read_text(encoding="utf-8").splitlines() if ln.strip()]
             if len(names) != num_classes:
-                raise _error(f"{option}: {side} lists {len(names)} class(es), the weights have {num_classes} outputs")
+                raise UserInputError(f"{option}: {side} lists {len(names)} class(es), the weights have {num_classes} outputs")
             return None, names
     if data_classes is not None and len(data_classes) == num_classes:
         return None, list(data_classes)
@@ -187,7 +183,7 @@ def _labels(path: Path, num_classes: int, data_classes: list[str] | None, option
 
         return get_card("mobilenet_v2_torchvision").labels, None
     seen = (f"; the user's classifier data has {len(data_classes)} class(es)" if data_classes is not None else "")
-    raise _error(f"{option}: {path} has {num_classes} classes{seen}: give their names in {path.stem}.labels.txt "
+    raise UserInputError(f"{option}: {path} has {num_classes} classes{seen}: give their names in {path.stem}.labels.txt "
                  "beside it (one per line, in output order) or labelled data with that many classes "
                  "(--data classifier=…)")
 
@@ -208,12 +204,12 @@ def export_state_dict_onnx(role: str, value: str | Path, out_dir: Path, *,
     option = f"--source {role}={value}"
     net, path = split_net_spec(value)
     if not path.is_file():
-        raise _error(f"{option}: no such file {path}")
+        raise UserInputError(f"{option}: no such file {path}")
     state = load_state(path, option)
     net = net or detect_net(state, path, option)
     spec = NETS[net]
     if spec.role != role:
-        raise _error(f"{option}: {net} is a {spec.role} network, not a {role}")
+        raise UserInputError(f"{option}: {net} is a {spec.role} network, not a {role}")
     head = state.get(spec.head)  # without it, _fit names the first key that does not fit
     num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else spec.classes
     model = _fit(_build(net, state, num_classes), state, path, net, option)
@@ -234,7 +230,7 @@ def export_state_dict_onnx(role: str, value: str | Path, out_dir: Path, *,
         meaning = f"{num_classes} class logits"
     else:
         if num_classes != 3:
-            raise _error(f"{option}: a MiniFASNet has 3 outputs (class 1 = live), {path} has {num_classes}")
+            raise UserInputError(f"{option}: a MiniFASNet has 3 outputs (class 1 = live), {path} has {num_classes}")
         changes["face_crop"] = FaceCrop(crop_scale=_crop_scale(path, option), live_class=1)
         meaning = base.outputs[0].meaning
     tpl = replace(base, outputs=(replace(base.outputs[0], meaning=meaning),))
@@ -243,7 +239,7 @@ def export_state_dict_onnx(role: str, value: str | Path, out_dir: Path, *,
         onnx_path = export_onnx(model, out / f"{name}.onnx", input_shape=tuple(in_spec.shape), input_name=in_spec.name,
                                 output_name=out_spec.name)
     except ExportError as e:
-        raise _error(f"{option}: {e}") from None
+        raise UserInputError(f"{option}: {e}") from None
     card_path = write_card(tpl, onnx_path, out / f"{name}.json", name=name,
                            licence=Licence("NOASSERTION", note=f"the user's weights {path.name}: licence not stated"),
                            source=Source(note=f"user state dict {path} (sha256 {sha[:16]}…) in export.sources.nets {net}"),

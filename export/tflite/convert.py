@@ -408,6 +408,5 @@ def tflite_card(template, tflite_path: str | Path, key: str, **changes):
                     if isinstance(s, OutputSpec) else s for s, t in zip(template.outputs, outs))
     target = get_target(key)
     return derived_card(template, p, format="tflite", inputs=inputs, outputs=outputs,
-                        provenance={"variant": key, "io_dtype": target.io_dtype, "converter": converter_versions(),
-                                    **changes.pop("provenance", {})},
-                        description=f"{target.description} (from {template.name}).", **changes)
+                        made_by={"variant": key, "io_dtype": target.io_dtype, "converter": converter_versions()},
+                        describe=f"{target.description} (from {template.name}).", **changes)

@@ -17,16 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
 __all__ = ["LayerError", "rank_layers"]
+
 #: Samples used for ranking (the ranking is stable after a few).
 RANK_SAMPLES = 8
 #: Operators the quantiser inserts itself; they cannot be "kept in float". Every other operator is
