@@ -112,7 +112,7 @@ def face_pipeline_from_release(release, *, threads: int | None = None, profile=N
     from edge.face.embedder import create_embedder
     from edge.face.liveness import PassiveLiveness
     from edge.face.match import threshold_for
-    from edge.face.pipeline import DEFAULT_TARGET_FAR, FacePipeline
+    from edge.face.pipeline import DEFAULT_FIT_SIZE, DEFAULT_TARGET_FAR, FacePipeline
     from edge.face.quality import QualityConfig
     from edge.vision.face_detectors import create_face_detector
 
@@ -149,8 +149,11 @@ def face_pipeline_from_release(release, *, threads: int | None = None, profile=N
         raise
     log.info("face pipeline from %s: %s + %s + %s", release.describe(), det_m.card.name, emb_m.card.name,
              "+".join(m.card.name for m in live_ms) if live is not None else "no liveness")
+    # a YuNet of free input size (bundles built since the tracker) sees whole frames as the fixed
+    # 640×640 graph would, and regions around a tracked face at the same scale
+    fit_size = DEFAULT_FIT_SIZE if detect_size is None and kind == "yunet" and not det.fixed_input else None
     return FacePipeline(det, emb, live, quality if quality is not None else QualityConfig(),
-                        detect_size=detect_size, target_far=target_far)
+                        detect_size=detect_size, fit_size=fit_size, target_far=target_far)
 
 
 def detector_from_release(release, name: str | None = None) -> BundleModel:

@@ -7,6 +7,7 @@ models under numpy 2, which is why it is only the fallback.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping
 
@@ -16,6 +17,13 @@ from edge.engines.base import EngineBase, TensorInfo
 from edge.errors import EngineError
 
 log = logging.getLogger(__name__)
+
+#: Interpreters kept per input shape for a model of free height/width. The face tracker searches
+#: regions of a few sizes (a 32-px grid); making an interpreter for a new shape costs 1–5 ms with
+#: YuNet, about as much as running it. 8 kept: on benchmarks/face_speed.py's stream (8 people,
+#: 23 region shapes) median detection 3.7 ms vs 4.3 ms with 4 (16: 3.4 ms); a YuNet int8
+#: interpreter at 640×480 holds about 2 MB.
+SHAPE_CACHE = 8
 
 
 def _import_interpreter():
@@ -53,7 +61,8 @@ class LiteRTEngine(EngineBase):
             tensor's scale and zero point, so callers always see float32.
 
     Inputs already in the tensor's integer dtype (e.g. ``uint8`` pixels for a coral model)
-    are fed unchanged.
+    are fed unchanged. A model whose inputs have free dimensions (shape signature ``-1``) runs at
+    the shape it is fed; up to :data:`SHAPE_CACHE` interpreters, one per input shape, stay ready.
     """
 
     backend = "litert"
@@ -70,7 +79,9 @@ class LiteRTEngine(EngineBase):
             raise EngineError(f"LiteRT could not load {self.path}: {e}") from e
         self.threads = threads
         self.raw_io = raw_io
+        self._Interpreter = Interpreter
         self._in = self._it.get_input_details()
+        self._by_shape: OrderedDict[tuple, object] = OrderedDict({self._shapes(self._in): self._it})
         self._out = self._it.get_output_details()
 
         def info(d):
@@ -82,8 +93,31 @@ class LiteRTEngine(EngineBase):
         self.inputs = [info(d) for d in self._in]
         self.outputs = [info(d) for d in self._out]
 
+    @staticmethod
+    def _shapes(details) -> tuple:
+        return tuple(tuple(int(v) for v in d["shape"]) for d in details)
+
+    def _interpreter_for(self, shapes: tuple):
+        """The interpreter allocated for these input shapes (made, or the least recently used replaced)."""
+        it = self._by_shape.get(shapes)
+        if it is not None:
+            self._by_shape.move_to_end(shapes)
+            return it
+        try:
+            it = self._Interpreter(model_path=str(self.path), num_threads=self.threads)
+            for d, shape in zip(self._in, shapes):
+                it.resize_tensor_input(d["index"], list(shape))
+            it.allocate_tensors()
+        except Exception as e:
+            raise EngineError(f"LiteRT cannot run {self.path.name} at input shape(s) {list(shapes)}: {e}") from e
+        self._by_shape[shapes] = it
+        if len(self._by_shape) > SHAPE_CACHE:
+            self._by_shape.popitem(last=False)
+        return it
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_feeds(feeds)
+        xs = []
         for d in self._in:
             x = np.asarray(feeds[d["name"]])
             want = np.dtype(d["dtype"])
@@ -94,10 +128,10 @@ class LiteRTEngine(EngineBase):
                     x = np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(want)
                 else:
                     x = x.astype(want)
-            if tuple(x.shape) != tuple(d["shape"]):
-                self._it.resize_tensor_input(d["index"], list(x.shape))
-                self._it.allocate_tensors()
-            self._it.set_tensor(d["index"], np.ascontiguousarray(x))
+            xs.append(np.ascontiguousarray(x))
+        self._it = self._interpreter_for(tuple(tuple(x.shape) for x in xs))
+        for d, x in zip(self._in, xs):
+            self._it.set_tensor(d["index"], x)
         try:
             self._it.invoke()
         except Exception as e:
@@ -115,3 +149,4 @@ class LiteRTEngine(EngineBase):
 
     def close(self) -> None:
         self._it = None
+        self._by_shape.clear()

@@ -13,10 +13,12 @@ region around the last box; the whole frame is searched again when
 Every frame still gets a fresh detection, so landmarks, alignment, liveness and the embedding are
 those of the face in this frame; the frame is analysed once (the region's detections are reused).
 A still image has no previous frame: it is always a full detection. A detector that resizes its
-input to a set size itself (a fixed 640×640 YuNet graph, as bundles ship it) is always run on the
-whole frame: a region would be enlarged to that size, costing more than the frame and detecting at
-another scale. ``create_pipeline()``'s default fits frames as that graph does in the pipeline
-(``FacePipeline.fit_size``), at the whole frame's scale, so it can follow a face; so can a
+input to a set size itself (a fixed-size graph, e.g. a bundle built before its face detector was
+made resizable) is always run on the whole frame: a region would be enlarged to that size,
+costing more than the frame and detecting at another scale. ``create_pipeline()``'s default and a
+release's face detector (``edge-export build`` frees its TFLite graph's height and width,
+:mod:`export.tflite.resizable`) fit frames as the 640×640 graph does in the pipeline
+(``FacePipeline.fit_size``), at the whole frame's scale, so they can follow a face; so can a
 pipeline with a ``detect_size``. :func:`edge.unlock.verify.verify` follows the face on every
 stream.
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SourceModel", "BuildContext", "VariantReport", "ModelOutcome", "ModelBuild", "measure_latency_ms"]
 
+#: Roles whose TFLite variants are made resizable in height and width (export.tflite.resizable):
+#: the device's face tracker searches a region around the last face with the face detector.
+RESIZABLE_ROLES = frozenset({"face_detector"})
 #: Latency measurement: warm-up runs, then runs until both limits are reached.
 LATENCY_WARMUP = 3
 LATENCY_MIN_RUNS = 10
@@ -193,6 +197,10 @@ class ModelBuild:
         self._calibration_stat: str | None = None
         self._float_onnx: Path | None = None
         self._int8_src: Path | None = None  # the float TFLite the full-integer variants are made from
+        self._float_tflite: Path | None = None  # the float TFLite (fixed size) the other variants are made from
+        # RESIZABLE_ROLES: None until tried on the float variant, then whether its graph could be freed
+        self._resizable: bool | None = None if source.role in RESIZABLE_ROLES else False
+        self._resizable_note = ""
 
     def say(self, msg: str) -> None:
         self.ctx.progress(f"{self.source.role}/{self.source.name}: {msg}")
@@ -289,7 +297,12 @@ class ModelBuild:
         t0 = time.perf_counter()
         if key == "tflite_fp32":
             self.say("converting to TFLite fp32 (litert-torch)")
-            fp32 = self._tflite_fp32(dst)
+            if self._resizable is None:  # quantisers get the converter's own fixed-size graph
+                fp32 = self._tflite_fp32(dst.with_name(f"{dst.stem}_fixed.tflite"))
+                shutil.copyfile(fp32, dst)
+            else:
+                fp32 = self._tflite_fp32(dst)
+            self._float_tflite = fp32
         elif get_target(key).calibrated and self._qsvs is None:
             self._qsvs = self._choose_calibration(fp32, reader, gate)
         if key != "tflite_fp32":
@@ -298,11 +311,53 @@ class ModelBuild:
         # a reduced-precision variant outside its tolerance is recorded and rejected by the gate.
         target = get_target(key)
         src = self._int8_src if target.calibrated and self._int8_src is not None else fp32
+        if key == "tflite_fp32":
+            src = dst  # the float variant checks its own file (a copy of the fixed graph, to be freed)
         result, ag = make_variant(key, src, dst, check_feeds=feeds, reference=reference,
                                   options=TfliteQuantOptions(), qsvs=self._qsvs, model_name=self.source.name,
                                   strict=target.precision.value == "fp32")
+        refused, note = self._make_resizable(key, result.path, fp32, feeds)
         card = tflite_card(self.card, result.path, key)
-        return VariantReport(key, result.path, result.size, time.perf_counter() - t0, _agreement(ag), card=card)
+        return VariantReport(key, result.path, result.path.stat().st_size, time.perf_counter() - t0, _agreement(ag),
+                             card=card, note=note, refused=refused)
+
+    def _make_resizable(self, key: str, path: Path, fixed_fp32: Path, feeds: dict) -> tuple[tuple[str, ...], str]:
+        """Free a variant's input height and width (RESIZABLE_ROLES) and check it at a second size.
+
+        The float variant decides: a graph that cannot be freed, or whose float variant disagrees
+        with the float ONNX at the second size, stays at its fixed size for every variant (said in
+        the note; the device then searches whole frames). A quantised variant that disagrees at
+        the second size beyond its tolerance is refused. Returns ``(refused, note)``.
+        """
+        from export.onnx.from_torch import ExportError
+        from export.tflite.resizable import check_resizable, write_resizable
+
+        if self._resizable is False:
+            return (), self._resizable_note
+        target = get_target(key)
+        try:
+            write_resizable(path, self.source.name)
+            ag = check_resizable(path, self._float_onnx, feeds, target.tolerance)
+        except ExportError as e:
+            if key != "tflite_fp32":
+                raise ExportStepError(self.source.name, f"{key} resizable", str(e)) from e
+            ag, why = None, str(e)
+        if key == "tflite_fp32":
+            if ag is not None and not ag.passed:
+                why = f"at a second size it disagrees with the float ONNX on {ag.output!r} (cosine {ag.cosine:.5f})"
+            if ag is None or not ag.passed:
+                shutil.copyfile(fixed_fp32, path)
+                self._resizable = False
+                self._resizable_note = f"fixed input size (the tracker searches whole frames): {why}"
+                self.say(self._resizable_note)
+                return (), self._resizable_note
+            self._resizable = True
+        note = (f"input height and width free (checked against the float ONNX at a second size: worst output "
+                f"{ag.output!r}, cosine {ag.cosine:.5f}, rel. error {ag.rel_err:.3g})")
+        if not ag.passed:
+            return (f"disagrees with the float model at a second input size on {ag.output!r} "
+                    f"(cosine {ag.cosine:.5f}, min {target.tolerance.min_cosine})",), note
+        return (), note
 
     def _onnx(self, key: str, float_onnx: Path, reader, feeds: dict, reference: dict, gate) -> VariantReport:
         from export.onnx.from_torch import write_card
@@ -414,7 +469,7 @@ class ModelBuild:
             if key.startswith("tflite"):
                 v = self._tflite(key, fp32_tflite, reader, feeds, reference, gate)
                 if key == "tflite_fp32":
-                    fp32_tflite = v.path
+                    fp32_tflite = self._float_tflite
             else:
                 v = self._onnx(key, float_onnx, reader, feeds, reference, gate)
             if v.gate is None:

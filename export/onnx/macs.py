@@ -157,19 +157,20 @@ def file_macs(path: str | Path, input_shapes: dict | None = None) -> Macs | None
     """The card's ``macs`` for an exported ``.onnx`` or ``.tflite`` file; None when it cannot be counted.
 
     A TFLite file is counted from its interpreter's op list (:mod:`edge.bench.tflite_macs`, the
-    same counter the device uses for a bare ``.tflite``) at its stated input shape. An ONNX file
+    same counter the device uses for a bare ``.tflite``) at the input shape its tensors are
+    allocated at (the converted size, also for a graph of free height and width). An ONNX file
     with a symbolic input dim other than the batch gets none (logged) unless ``input_shapes``
     gives it (see :func:`count_onnx_macs`); the device scales such a count by the pixels it runs at.
     """
     p = Path(path)
     try:
         if p.suffix.lower() == ".tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
             from edge.bench.tflite_macs import count_tflite_macs
-            from edge.engines import load_engine
 
             c = count_tflite_macs(p)
-            with load_engine(p, backend="litert", threads=1) as eng:
-                shape = tuple(int(d) for d in eng.inputs[0].shape)
+            shape = tuple(int(d) for d in Interpreter(model_path=str(p)).get_input_details()[0]["shape"])
             return Macs(total=c.total, by_precision=dict(c.by_precision), input_shape=shape,
                         counted_by="edge.bench.tflite_macs (TFLite op list)")
         return count_onnx_macs(p, input_shapes)

@@ -79,7 +79,7 @@ def report_variants(role: str, variants: list, sel_gate, report_gate, runtime_fo
         try:
             v.report = report_gate.evaluate(v.path, card=v.card)
         except ExportStepError as e:
-            v.refused = (f"could not be measured on the report split: {e}",)
+            v.refused += (f"could not be measured on the report split: {e}",)
             continue
         if role == "face_embedder":
             far_key = f"{report_gate.limits.target_far:g}"
@@ -97,5 +97,5 @@ def report_variants(role: str, variants: list, sel_gate, report_gate, runtime_fo
                               where=where)
         missed += check_target(role, v.key, v.report.metrics, split="report")
         if missed:
-            v.refused = tuple(missed)
+            v.refused += tuple(missed)
             say(f"{v.path.name} does not ship as int8: {'; '.join(missed)}")
