@@ -206,3 +206,26 @@ def test_default_detects_as_the_640_graph_without_its_padding(data_dir):
             # agree to a small fraction of a pixel, not bit for bit
             np.testing.assert_allclose(got.boxes, ref.xyxy, atol=0.5)
             np.testing.assert_allclose(got.landmarks, ref.keypoints, atol=0.5)
+
+
+def test_a_releases_face_detector_is_followed_too(setup, release_build):
+    """A device with a release runs its TFLite YuNet: edge-export build frees its height and width
+    (export.tflite.resizable), so verify's tracker searches a region with it, at the frame's scale."""
+    from edge.release import open_release
+    from edge.roles import face_pipeline_from_release
+
+    _, face = setup
+    rel = open_release(release_build["dir"], release_build["pub"])
+    with face_pipeline_from_release(rel, threads=1, liveness=False) as pipe:
+        assert pipe.detector.engine.backend == "litert" and not pipe.detector.fixed_input
+        assert pipe.fit_size == (640, 640)
+        tr = FaceTracker(pipe, redetect_every=100)
+        assert tr.uses_regions
+        for i, x in enumerate((60, 66, 72, 80)):
+            f = _frame(face, x, 100)
+            got, ref = tr.analyze(f, check_liveness=False).largest, pipe.analyze(f, max_faces=1).largest
+            assert got is not None and ref is not None
+            assert tr.last_full == (i == 0)
+            side = ref.box[3] - ref.box[1]
+            np.testing.assert_allclose(got.box, ref.box, atol=0.06 * side)
+            assert float(got.embedding.vector @ ref.embedding.vector) > 0.9

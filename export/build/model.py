@@ -220,10 +220,18 @@ class ModelBuild:
         dst = self.work / "onnx" / f"{self.source.name}_fp32.onnx"
         res = prepare_onnx(self.ref.path, dst, PrepOptions(rewrite_prelu=self.ctx.runtime_format == "onnx"),
                            model_name=self.source.name)
-        card = load_card(write_card(self.card, res.path, dst.with_suffix(".json"), name=dst.stem))
         prep = {"opset_in": res.opset_in, "opset_out": res.opset_out, "dropped_weight_inputs": len(res.dropped_inputs),
                 "rewrites": [{"name": r.name, "nodes": r.nodes, "max_abs_diff": r.max_abs_diff} for r in res.rewrites],
                 "nodes_in": res.nodes_in, "nodes_out": res.nodes_out}
+        if self.source.role in RESIZABLE_ROLES:  # the ONNX variants are made from it: they take any size too
+            from export.onnx.resizable import free_image_size
+
+            why = free_image_size(res.path, self.source.name)
+            prep["image_size_free"] = why is None
+            if why is not None:
+                prep["image_size_fixed_because"] = why
+                self.say(f"input size stays fixed: {why}")
+        card = load_card(write_card(self.card, res.path, dst.with_suffix(".json"), name=dst.stem))
         return res.path, card, prep
 
     # -- variants --------------------------------------------------------------------------------
@@ -490,7 +498,8 @@ class ModelBuild:
                                 threads=self.ctx.threads)
         self.say("measuring the variants on the report split (nothing is chosen on it)")
         report_variants(self.source.role, variants, gate, report_gate, self.ctx.runtime_format, self.say,
-                        speed=lambda a, b: board_speedup(a, b, self.ctx.profile, self.ctx.board_timings))
+                        speed=lambda a, b: board_speedup(a.path, b.path, self.ctx.profile, self.ctx.board_timings,
+                                                         cards=(a.card, b.card)))
         chosen, reason, choice = self._choose(variants)
         chosen.card = self._final_card(chosen)
         cal_hash = reader.hash

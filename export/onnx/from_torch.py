@@ -149,6 +149,17 @@ def onnx_io(model_path: str | Path) -> tuple[list[tuple[str, tuple]], list[tuple
     return ins, outs, opset
 
 
+def _counting_shapes(template: ModelCard, inputs) -> dict | None:
+    """A first input of free size is counted at the template's own size (its MACs' input shape, else
+    its input shape); the device scales the count by the pixels it runs at."""
+    if not inputs or all(isinstance(d, int) for d in inputs[0].shape[1:]):
+        return None
+    ref = template.macs.input_shape if template.macs is not None else template.inputs[0].shape
+    if not ref or not all(isinstance(d, int) and d > 0 for d in ref):
+        return None
+    return {inputs[0].name: tuple(ref)}
+
+
 def derived_card(template: ModelCard, path: str | Path, *, format: str, inputs, outputs, made_by: dict,
                  describe: str, **changes) -> ModelCard:
     """The card of a file ``edge-export`` made from ``template``'s model (an ONNX export, a TFLite
@@ -169,7 +180,8 @@ def derived_card(template: ModelCard, path: str | Path, *, format: str, inputs, 
                     note=f"derived by edge-export from {template.name} (sha256 {template.sha256[:16]}…"
                          f"{f', upstream {upstream}' if upstream else ''}); rebuild it with edge-export")
     fields = dict(name=p.stem, format=format, file=p.name, sha256=sha256_file(p), size=p.stat().st_size,
-                  inputs=inputs, outputs=outputs, provenance=prov, source=source, macs=file_macs(p),
+                  inputs=inputs, outputs=outputs, provenance=prov, source=source,
+                  macs=file_macs(p, _counting_shapes(template, inputs)),
                   description=f"{template.description} {describe}".strip())
     fields.update(changes)
     return dataclasses.replace(template, **fields)

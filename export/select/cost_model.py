@@ -338,9 +338,11 @@ def load_board_timings(path: str | Path, profile: DeviceProfile) -> BoardTimings
     return BoardTimings(p, made_for or guessed, want, {k: v for k, (_, v) in best.items()})
 
 
-def board_speedup(fp32: Path, variant: Path, profile: DeviceProfile, timings: BoardTimings | None = None) -> dict:
+def board_speedup(fp32: Path, variant: Path, profile: DeviceProfile, timings: BoardTimings | None = None, *,
+                  cards: tuple = (None, None)) -> dict:
     """How much faster ``variant`` runs than ``fp32`` on the board (the int8 speed target of
-    :mod:`export.select.targets` is judged on this, not on the build machine).
+    :mod:`export.select.targets` is judged on this, not on the build machine). ``cards`` (fp32's,
+    the variant's) give the MACs of a file of free input size.
 
     Returns:
         ``{"fp32_ms", "ms", "speedup", "basis"}``: board timings when both files were measured
@@ -351,8 +353,8 @@ def board_speedup(fp32: Path, variant: Path, profile: DeviceProfile, timings: Bo
         a, b = timings.latency(fp32), timings.latency(variant)
         if a and b:
             return {"fp32_ms": a, "ms": b, "speedup": a / b, "basis": BASIS_BOARD_TIMINGS, "board": profile.name}
-    ea = estimate(fp32, None, profile)
-    eb = estimate(variant, None, profile, fp32_partitions=ea.partitions)
+    ea = estimate(fp32, None, profile, card=cards[0])
+    eb = estimate(variant, None, profile, card=cards[1], fp32_partitions=ea.partitions)
     ratio = None if eb.excluded is not None else ea.estimate_ms / eb.estimate_ms
     return {"fp32_ms": round(ea.estimate_ms, 4), "ms": round(eb.estimate_ms, 4), "speedup": ratio,
             "basis": BASIS_COST_MODEL, "board": profile.name}

@@ -68,7 +68,7 @@ def report_variants(role: str, variants: list, sel_gate, report_gate, runtime_fo
                     say: Callable[[str], None] = lambda m: None, speed: Callable | None = None) -> None:
     """Fill ``v.report`` and ``v.refused`` of each variant of ``runtime_format`` (in place).
 
-    ``speed(fp32_path, variant_path) -> {"fp32_ms", "ms", "speedup", "basis", "board"}`` gives an int8
+    ``speed(fp32 variant, int8 variant) -> {"fp32_ms", "ms", "speedup", "basis", "board"}`` gives an int8
     variant's speed against fp32 *on the board* (:func:`export.select.cost_model.board_speedup`: timings made
     there, else its cost model); the speed target is judged on it. Without it the build's separate
     latencies (measured here) are used.
@@ -89,7 +89,7 @@ def report_variants(role: str, variants: list, sel_gate, report_gate, runtime_fo
         lat, lat32 = v.latency_ms, fp32.latency_ms if fp32 is not None else None
         where = "here"
         if speed is not None and fp32 is not None and is_int8(v.key):
-            board = speed(fp32.path, v.path)
+            board = speed(fp32, v)
             v.report.metrics["board_speed"] = board
             lat32, lat = (board["fp32_ms"], board["ms"]) if board["speedup"] is not None else (None, None)
             where = f"on {board['board']} ({board['basis']})"

@@ -35,9 +35,10 @@ from typing import Mapping
 import numpy as np
 
 from export.onnx.from_torch import ExportError
+from export.onnx.resizable import freed_copy, image_axes, probe_size, run_onnx_at
 from export.tflite.flatbuffer import _fb, _name, _opcode_index, _read, _write
 
-__all__ = ["SIZE_FREE_OPS", "make_resizable", "is_resizable", "check_resizable", "probe_size"]
+__all__ = ["SIZE_FREE_OPS", "make_resizable", "is_resizable", "check_resizable", "write_resizable"]
 
 #: Operators whose output height/width follow from the input's (constants hold no size).
 SIZE_FREE_OPS = frozenset({
@@ -49,8 +50,6 @@ SIZE_FREE_OPS = frozenset({
 #: Each DEPTH_TO_SPACE/CONCATENATION version that handles int8 (TFLite's op version table).
 _D2S_VERSION = 2
 _CONCAT_VERSION = 2
-#: Height and width of a resizable graph must stay multiples of this in checks (YuNet's coarsest stride).
-PROBE_STEP = 32
 
 
 def _const(model, sg, idx: int) -> np.ndarray | None:
@@ -70,11 +69,10 @@ def _set_const(model, sg, idx: int, value: np.ndarray) -> None:
 
 
 def _spatial_axes(shape) -> tuple[int, int]:
-    """(height axis, width axis) of a 4-D image input: NCHW when the 2nd dim looks like channels."""
-    shape = list(shape)
-    if len(shape) != 4:
-        raise ExportError(f"a resizable graph needs 4-D image inputs, got shape {shape}")
-    return (2, 3) if shape[1] <= 4 < min(shape[2], shape[3]) else (1, 2)
+    try:
+        return image_axes(shape)
+    except ValueError as e:
+        raise ExportError(f"a resizable graph needs 4-D image inputs: {e}") from None
 
 
 def make_resizable(data: bytes, model_name: str = "model") -> bytes:
@@ -180,38 +178,11 @@ def is_resizable(path: str | Path) -> bool:
     return all(sum(1 for s in d["shape_signature"] if s < 0) >= 2 for d in it.get_input_details())
 
 
-def probe_size(shape) -> tuple[int, int]:
-    """A second (height, width) to check a resizable graph at: about 60 % and 45 %, multiples of 32."""
-    h_ax, w_ax = _spatial_axes(shape)
-    h, w = int(shape[h_ax]), int(shape[w_ax])
-    pick = lambda v, f: max(PROBE_STEP, int(v * f) // PROBE_STEP * PROBE_STEP)  # noqa: E731
-    return pick(h, 0.6), pick(w, 0.45)
-
-
 def _run_tflite(path: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     from edge.engines import load_engine
 
     with load_engine(path, backend="litert", threads=1) as eng:
         return eng.run(feeds)
-
-
-def _run_onnx_resized(onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the ONNX source with its inputs' and outputs' dimensions freed (its own graph, any size)."""
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.load(str(onnx_path))
-    for vi in [*m.graph.input, *m.graph.output]:
-        for k, d in enumerate(vi.type.tensor_type.shape.dim):
-            if k:  # the batch stays as it is
-                d.ClearField("dim_value")
-                d.dim_param = f"{vi.name}_d{k}"
-    del m.graph.value_info[:]
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in s.get_outputs()]
-    return dict(zip(names, s.run(names, dict(feeds))))
 
 
 def check_resizable(tflite_path: str | Path, onnx_src: str | Path, feed: Mapping[str, np.ndarray], tolerance,
@@ -239,7 +210,9 @@ def check_resizable(tflite_path: str | Path, onnx_src: str | Path, feed: Mapping
         got = _run_tflite(p, {name: x})
     except Exception as e:  # noqa: BLE001 - any runtime failure at the new size is the finding
         raise ExportError(f"{p.name}: does not run at {hw[1]}×{hw[0]}: {e}") from e
-    want = _run_onnx_resized(Path(onnx_src), {name: x})
+    import onnx
+
+    want = run_onnx_at(freed_copy(onnx.load(str(onnx_src))), {name: x})
     for (k, ref), out in zip(want.items(), got.values()):
         if out.shape != ref.shape:
             raise ExportError(f"{p.name}: output {k!r} is {out.shape} at {hw[1]}×{hw[0]}, the ONNX source's {ref.shape}")
