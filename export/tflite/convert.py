@@ -161,7 +161,8 @@ def torch_to_tflite(model, samples: Sequence[np.ndarray], dst: str | Path, *, in
 def onnx_to_tflite(src: str | Path, dst: str | Path, *, model_name: str | None = None) -> Path:
     """Convert an ONNX file to a float32 ``.tflite`` (ONNX → torch module → litert-torch).
 
-    Dynamic dimensions are fixed to 1 (TFLite models here are static-shaped).
+    Dynamic dimensions are fixed to 1: the converted graph is static-shaped
+    (:mod:`export.tflite.resizable` frees a convolutional graph's height and width afterwards).
 
     Raises:
         UnsupportedOperatorError: an operator the ONNX → PyTorch step does not cover.
