@@ -318,9 +318,8 @@ class ModelBuild:
         # Only an fp32 conversion that changes the numbers is a broken converter, and stops the build;
         # a reduced-precision variant outside its tolerance is recorded and rejected by the gate.
         target = get_target(key)
-        src = self._int8_src if target.calibrated and self._int8_src is not None else fp32
-        if key == "tflite_fp32":
-            src = dst  # the float variant checks its own file (a copy of the fixed graph, to be freed)
+        # the float variant checks its own file (for RESIZABLE_ROLES a copy of the fixed graph, to be freed)
+        src = dst if key == "tflite_fp32" else (self._int8_src if target.calibrated and self._int8_src else fp32)
         result, ag = make_variant(key, src, dst, check_feeds=feeds, reference=reference,
                                   options=TfliteQuantOptions(), qsvs=self._qsvs, model_name=self.source.name,
                                   strict=target.precision.value == "fp32")
@@ -360,8 +359,9 @@ class ModelBuild:
                 self.say(self._resizable_note)
                 return (), self._resizable_note
             self._resizable = True
-        note = (f"input height and width free (checked against the float ONNX at a second size: worst output "
-                f"{ag.output!r}, cosine {ag.cosine:.5f}, rel. error {ag.rel_err:.3g})")
+        note = (f"input height and width free (against the float ONNX at a second size: "
+                f"{'within' if ag.passed else 'outside'} its tolerance; worst output {ag.output!r}, cosine "
+                f"{ag.cosine:.5f}, rel. error {ag.rel_err:.3g}, abs. error {ag.abs_err:.3g})")
         if not ag.passed:
             return (f"disagrees with the float model at a second input size on {ag.output!r} "
                     f"(cosine {ag.cosine:.5f}, min {target.tolerance.min_cosine})",), note

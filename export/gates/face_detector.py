@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from export.gates.base import FACE_MATCH_IOU, RAW_CHECK_INPUTS, Gate, _load
-from export.gates.roles import FACE_DETECTOR_CALIBRATION_SIZE, Role, face_detector_input
+from export.gates.roles import Role, face_detector_input, face_detector_size
 from export.variants import ExportStepError
 
 
@@ -44,13 +44,9 @@ class FaceDetectorGate(Gate):
         score = 0.6 if t.score is None else float(t.score)
         nms = 0.3 if t.nms_iou is None else float(t.nms_iou)
         boxes, raw = [], []
-        # a variant of free input size sees each photo as a fixed graph does (fitted, padded): the
-        # device fits whole frames the same way (edge.face.pipeline's fit_size)
-        w, h = card.inputs[0].size
-        size = (w, h) if w and h else FACE_DETECTOR_CALIBRATION_SIZE
-        with _load(path, backend, self.threads) as eng:
+        with _load(path, backend, self.threads) as eng:  # a free-size variant: fitted as the fixed graph
             det = create_face_detector(str(path), engine=eng, kind="yunet", score_threshold=score, nms_threshold=nms,
-                                       input_size=size)
+                                       input_size=face_detector_size(card))
             for i, f in enumerate(self.data.evaluation):
                 img = read_image(f, self.card.name)
                 if i < RAW_CHECK_INPUTS:

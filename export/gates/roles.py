@@ -38,7 +38,8 @@ from export.quant.calibration import (CalibrationError, with_grey_copies, FeedRe
 
 __all__ = ["Role", "RoleData", "role_of", "role_data", "calibration_reader", "LABELLED_SAMPLES",
            "LIVENESS_SAMPLES", "FACE_SAMPLES", "COCO_DIR", "DEEPFACE_DIR", "LFW_DIR", "ANTISPOOF_DIR",
-           "SAMPLES_DIR", "IMAGENET_DIR", "default_face_detector", "face_detector_input", "split_record"]
+           "SAMPLES_DIR", "IMAGENET_DIR", "default_face_detector", "face_detector_size", "face_detector_input",
+           "split_record"]
 
 COCO_DIR = "coco128"
 IMAGENET_DIR = "imagenet_samples"
@@ -213,6 +214,13 @@ def role_data(role: Role | str, data_dir: str | Path | None = None, *, model_nam
 FACE_DETECTOR_CALIBRATION_SIZE = (640, 640)
 
 
+def face_detector_size(card: ModelCard) -> tuple[int, int]:
+    """(width, height) a face detector sees a whole photo at: its fixed input, or for a graph of
+    free size :data:`FACE_DETECTOR_CALIBRATION_SIZE` (as the device fits whole frames)."""
+    w, h = card.inputs[0].size
+    return (w, h) if w and h else FACE_DETECTOR_CALIBRATION_SIZE
+
+
 def face_detector_input(image, card: ModelCard):
     """YuNet's own preprocessing (``YuNetDetector.preprocess``): letterbox to the top-left
     corner with zero padding, BGR 0–255, NCHW float32. The card's ``resize`` does not say this."""
@@ -220,9 +228,7 @@ def face_detector_input(image, card: ModelCard):
 
     from edge.vision.face_detectors import check_bgr_image, letterbox
 
-    w, h = card.inputs[0].size
-    size = (w, h) if w and h else FACE_DETECTOR_CALIBRATION_SIZE
-    padded, _, _ = letterbox(check_bgr_image(image), size, center=False)
+    padded, _, _ = letterbox(check_bgr_image(image), face_detector_size(card), center=False)
     return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
 
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MIN_QDQ_OPSET", "REWRITES", "PrepOptions", "PrepResult", "Rewrite", "prepare_onnx", "load_onnx",
            "default_opset", "strip_weight_inputs", "missing_weight_inputs", "upgrade_opset", "name_nodes",
-           "rewrite_prelu"]
+           "rewrite_prelu", "run_ort", "save_checked"]
 
 #: Lowest opset whose DequantizeLinear has the ``axis`` attribute (per-channel weights).
 MIN_QDQ_OPSET = 13
@@ -277,7 +277,8 @@ def session_with_outputs(model, names, *, optimize: bool = True):
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _run_ort(model_or_path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_ort(model_or_path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run an ONNX model (path or ModelProto) with edge's onnxruntime engine, one thread; feeds by position."""
     from edge.engines import load_engine
 
     if isinstance(model_or_path, (str, Path)):
@@ -288,7 +289,7 @@ def _run_ort(model_or_path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
 
         p = Path(tmp) / "m.onnx"
         onnx.save(model_or_path, str(p))
-        return _run_ort(p, feeds)
+        return run_ort(p, feeds)
 
 
 def _max_abs_diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
@@ -327,16 +328,16 @@ def prepare_onnx(src: str | Path, dst: str | Path, options: PrepOptions = PrepOp
                                           "does not carry its weights; export it with the weights as initialisers")
     nodes_in, opset_in = len(model.graph.node), default_opset(model)
     dropped = strip_weight_inputs(model)
-    reference = _run_ort(model, check_feeds) if check_feeds is not None else None
+    reference = run_ort(model, check_feeds) if check_feeds is not None else None
     model = upgrade_opset(model, options.min_opset, name)
     if options.optimize:
         model = _ort_basic_optimize(model, name)
     rewrites: list[Rewrite] = []
     if options.rewrite_prelu:
-        before = _run_ort(model, check_feeds) if check_feeds is not None else None
+        before = run_ort(model, check_feeds) if check_feeds is not None else None
         n = rewrite_prelu(model)
         if n:
-            diff = _max_abs_diff(before, _run_ort(model, check_feeds)) if before is not None else None
+            diff = _max_abs_diff(before, run_ort(model, check_feeds)) if before is not None else None
             rewrites.append(Rewrite("prelu", n, diff))
     name_nodes(model)
     if options.infer_shapes:
@@ -352,7 +353,7 @@ def prepare_onnx(src: str | Path, dst: str | Path, options: PrepOptions = PrepOp
         onnx.save(model, tmp)
         diff = None
         if reference is not None:
-            got = _run_ort(Path(tmp), check_feeds)
+            got = run_ort(Path(tmp), check_feeds)
             ag = check_agreement(reference, got, options.tolerance)
             diff = _max_abs_diff(reference, got)
             if not ag.passed:

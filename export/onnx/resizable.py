@@ -16,11 +16,12 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-__all__ = ["PROBE_STEP", "image_axes", "probe_size", "freed_copy", "free_image_size", "run_onnx_at"]
+from export.onnx.prep import run_ort, save_checked
+
+__all__ = ["PROBE_STEP", "image_axes", "probe_size", "freed_copy", "free_image_size"]
 
 #: Second sizes are multiples of this (YuNet's coarsest stride; any detector's grid divides it).
 PROBE_STEP = 32
@@ -67,18 +68,6 @@ def freed_copy(model):
     return onnx.shape_inference.infer_shapes(m)
 
 
-def run_onnx_at(model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run an ONNX model (path or ModelProto) on onnxruntime's CPU provider, one thread."""
-    import onnxruntime as ort
-
-    data = model.SerializeToString() if hasattr(model, "SerializeToString") else Path(model).read_bytes()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in s.get_outputs()]
-    return dict(zip(names, s.run(names, dict(feeds))))
-
-
 def free_image_size(path: str | Path, model_name: str = "model") -> str | None:
     """Free the input height and width of the ONNX file at ``path`` in place, when its graph allows it.
 
@@ -88,8 +77,6 @@ def free_image_size(path: str | Path, model_name: str = "model") -> str | None:
         e.g. a ``Reshape`` to ``[1, 6400, 1]`` or a ``Flatten`` into a fixed ``Gemm``).
     """
     import onnx
-
-    from export.onnx.prep import save_checked
 
     p = Path(path)
     model = onnx.load(str(p))
@@ -107,9 +94,9 @@ def free_image_size(path: str | Path, model_name: str = "model") -> str | None:
     small[h_ax], small[w_ax] = probe_size(shape)
     try:
         freed = freed_copy(model)
-        same = run_onnx_at(freed, {first.name: x})
-        want = run_onnx_at(model, {first.name: x})
-        run_onnx_at(freed, {first.name: np.ascontiguousarray(x[tuple(slice(0, n) for n in small)])})
+        same = run_ort(freed, {first.name: x})
+        want = run_ort(model, {first.name: x})
+        run_ort(freed, {first.name: np.ascontiguousarray(x[tuple(slice(0, n) for n in small)])})
     except Exception as e:  # noqa: BLE001 - any failure at the second size is the reason
         return f"{model_name}: does not run at {small[w_ax]}×{small[h_ax]} with its size freed ({type(e).__name__}: {str(e)[:200]})"
     if any(not np.array_equal(want[k], same[k]) for k in want):

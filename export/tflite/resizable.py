@@ -35,7 +35,8 @@ from typing import Mapping
 import numpy as np
 
 from export.onnx.from_torch import ExportError
-from export.onnx.resizable import freed_copy, image_axes, probe_size, run_onnx_at
+from export.onnx.prep import run_ort
+from export.onnx.resizable import freed_copy, image_axes, probe_size
 from export.tflite.flatbuffer import _fb, _name, _opcode_index, _read, _write
 
 __all__ = ["SIZE_FREE_OPS", "make_resizable", "is_resizable", "check_resizable", "write_resizable"]
@@ -50,13 +51,6 @@ SIZE_FREE_OPS = frozenset({
 #: Each DEPTH_TO_SPACE/CONCATENATION version that handles int8 (TFLite's op version table).
 _D2S_VERSION = 2
 _CONCAT_VERSION = 2
-
-
-def _const(model, sg, idx: int) -> np.ndarray | None:
-    buf = model.buffers[sg.tensors[idx].buffer]
-    if buf.data is None or len(buf.data) == 0:
-        return None
-    return np.frombuffer(bytes(bytearray(buf.data)), dtype=np.int32).copy()
 
 
 def _set_const(model, sg, idx: int, value: np.ndarray) -> None:
@@ -197,6 +191,8 @@ def check_resizable(tflite_path: str | Path, onnx_src: str | Path, feed: Mapping
     Raises:
         ExportError: the model does not run at that size or an output's shape differs.
     """
+    import onnx
+
     from export.variants import check_agreement
 
     p = Path(tflite_path)
@@ -210,9 +206,7 @@ def check_resizable(tflite_path: str | Path, onnx_src: str | Path, feed: Mapping
         got = _run_tflite(p, {name: x})
     except Exception as e:  # noqa: BLE001 - any runtime failure at the new size is the finding
         raise ExportError(f"{p.name}: does not run at {hw[1]}×{hw[0]}: {e}") from e
-    import onnx
-
-    want = run_onnx_at(freed_copy(onnx.load(str(onnx_src))), {name: x})
+    want = run_ort(freed_copy(onnx.load(str(onnx_src))), {name: x})
     for (k, ref), out in zip(want.items(), got.values()):
         if out.shape != ref.shape:
             raise ExportError(f"{p.name}: output {k!r} is {out.shape} at {hw[1]}×{hw[0]}, the ONNX source's {ref.shape}")
